@@ -1,0 +1,79 @@
+"""callflow: telephone call flows as plain Python coroutines.
+
+    app = callflow.App()
+
+    @app.flow(number="+34900000001")
+    async def reception(call: callflow.Call) -> None:
+        await call.say("Welcome to Acme.")
+"""
+
+from ._app import App, FlowSpec, OutboundCallResult, flow
+from ._call import Call, Direction
+from ._commands import (
+    Command,
+    Conference,
+    ConferenceOptions,
+    Dial,
+    Gather,
+    Hangup,
+    Pause,
+    Play,
+    Prompt,
+    Record,
+    Resume,
+    Say,
+    Voice,
+)
+from ._events import Event, EventKind
+from ._exceptions import (
+    CallEnded,
+    CallflowError,
+    ConfigurationError,
+    FlowError,
+    FlowNotFound,
+    NotificationError,
+    OutboundCallError,
+    PlatformError,
+)
+from ._results import DialResult, DialStatus, GatherResult, RecordResult
+from ._settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "App",
+    "Call",
+    "CallEnded",
+    "CallflowError",
+    "Command",
+    "Conference",
+    "ConferenceOptions",
+    "ConfigurationError",
+    "Dial",
+    "DialResult",
+    "DialStatus",
+    "Direction",
+    "Event",
+    "EventKind",
+    "FlowError",
+    "FlowNotFound",
+    "FlowSpec",
+    "Gather",
+    "GatherResult",
+    "Hangup",
+    "NotificationError",
+    "OutboundCallError",
+    "OutboundCallResult",
+    "Pause",
+    "PlatformError",
+    "Play",
+    "Prompt",
+    "Record",
+    "RecordResult",
+    "Resume",
+    "Say",
+    "Settings",
+    "Voice",
+    "__version__",
+    "flow",
+)

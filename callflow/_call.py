@@ -1,0 +1,273 @@
+"""The ``Call`` object: what a flow holds and the verbs it awaits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
+import anyio
+
+from ._commands import (
+    Conference,
+    ConferenceOptions,
+    Dial,
+    Gather,
+    HangupReason,
+    Pause,
+    Play,
+    Prompt,
+    Record,
+    Say,
+    Voice,
+)
+from ._events import Event
+from ._results import DialResult, GatherResult, RecordResult
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ("Call", "Direction")
+
+Direction: TypeAlias = Literal["inbound", "outbound"]
+T = TypeVar("T")
+
+DEFAULT_NO_INPUT: tuple[str, ...] = (
+    "Sorry, I didn't hear anything.",
+    "Please press a key on your phone's keypad.",
+)
+DEFAULT_NO_MATCH: tuple[str, ...] = (
+    "Sorry, that is not one of the options.",
+    "Please listen to the options and press one of the keys.",
+)
+
+
+def _prompt(prompt: str | Prompt | None) -> Prompt | None:
+    if isinstance(prompt, str):
+        return Say(prompt)
+    return prompt
+
+
+def _e164(number: str) -> str:
+    return number[4:] if number.startswith("tel:") else number
+
+
+class Call:
+    """A live telephone call, as a flow sees it.
+
+    ``say``, ``play`` and ``wait`` queue a command and return at once; ``gather``,
+    ``record``, ``dial`` and ``conference`` send everything queued to the platform
+    and suspend the flow until the platform answers.  When the caller hangs up,
+    ``CallEnded`` is raised from whatever the flow awaits, and from every later verb.
+    """
+
+    __slots__ = ("_session", "callee", "caller", "data", "direction", "id")
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        caller: str,
+        callee: str,
+        direction: Direction = "inbound",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.caller = _e164(caller)
+        self.callee = _e164(callee)
+        self.direction: Direction = direction
+        self.data: dict[str, Any] = {} if data is None else data
+        self._session: Session
+
+    def __repr__(self) -> str:
+        return (f"<Call {self.id} {self.direction} {self.caller} -> {self.callee}"
+                f"{' ended' if self.ended else ''}>")
+
+    @property
+    def ended(self) -> bool:
+        """True once the call is over; every verb then raises ``CallEnded``."""
+        return self._session.ended
+
+    # -- verbs that queue --------------------------------------------------------
+
+    async def say(self, text: str, *, voice: Voice = "female", repeat: int = 1) -> None:
+        """Speak ``text`` to the caller (queued; sent with the next blocking verb)."""
+        self._session.queue(Say(text, voice=voice, repeat=repeat))
+
+    async def play(self, url: str, *, repeat: int = 1) -> None:
+        """Play the audio file at ``url`` (queued)."""
+        self._session.queue(Play(url, repeat=repeat))
+
+    async def wait(self, seconds: float) -> None:
+        """Keep the line silent for ``seconds`` (queued)."""
+        self._session.queue(Pause(float(seconds)))
+
+    # -- verbs that wait for the platform -----------------------------------------
+
+    async def gather(
+        self,
+        *,
+        prompt: str | Prompt | None = None,
+        num_digits: int = 0,
+        finish_on_key: str = "#",
+        valid_digits: str = "0123456789*#",
+        timeout: float = 5,
+        retries: int = 1,
+    ) -> GatherResult:
+        """Play ``prompt`` and collect keys until ``num_digits`` or the finish key.
+
+        With no input after ``retries`` attempts the result has ``timed_out`` set.
+        """
+        prompt_ = _prompt(prompt)
+        result: GatherResult = await self._session.block(
+            lambda step: Gather(
+                step,
+                prompt=prompt_,
+                num_digits=num_digits,
+                finish_on_key=finish_on_key,
+                valid_digits=valid_digits,
+                timeout=float(timeout),
+                retries=retries,
+            )
+        )
+        return result
+
+    async def record(
+        self,
+        *,
+        prompt: str | Prompt | None = None,
+        max_length: float = 60,
+        silence_timeout: float = 15,
+        beep: bool = False,
+        finish_on_key: str | None = None,
+    ) -> RecordResult:
+        """Record the caller until silence, the finish key or ``max_length`` seconds."""
+        prompt_ = _prompt(prompt)
+        result: RecordResult = await self._session.block(
+            lambda step: Record(
+                step,
+                prompt=prompt_,
+                max_length=float(max_length),
+                silence_timeout=float(silence_timeout),
+                beep=beep,
+                finish_on_key=finish_on_key,
+            )
+        )
+        return result
+
+    async def dial(
+        self,
+        number_or_numbers: str | Sequence[str],
+        *,
+        caller_id: str | None = None,
+        timeout: float = 30,
+        on_answer: str | Prompt | None = None,
+    ) -> DialResult:
+        """Ring one number, or several at once, and bridge the caller to whoever answers.
+
+        Returns when the bridged leg hangs up or nobody answered; the status says which.
+        ``on_answer`` is played to the answering party before the bridge (a whisper).
+        """
+        if isinstance(number_or_numbers, str):
+            numbers: tuple[str, ...] = (_e164(number_or_numbers),)
+        else:
+            numbers = tuple(_e164(n) for n in number_or_numbers)
+        if not numbers:
+            raise ValueError("dial() needs at least one number")
+        whisper = _prompt(on_answer)
+        result: DialResult = await self._session.block(
+            lambda step: Dial(
+                step,
+                numbers=numbers,
+                caller_id=_e164(caller_id) if caller_id else None,
+                timeout=float(timeout),
+                on_answer=whisper,
+            )
+        )
+        return result
+
+    async def conference(
+        self,
+        name: str,
+        *,
+        beeps_on_enter: Literal[0, 1, 2] = 0,
+        speak_on_enter: str | None = None,
+        beeps_on_exit: Literal[0, 1, 2] = 0,
+        speak_on_exit: str | None = None,
+        play_on_exit: str | None = None,
+        end_on_exit: bool = False,
+        start_on_enter: bool = True,
+        mute: bool = False,
+        max_members: int = 41,
+        time_limit: float = 0,
+    ) -> None:
+        """Put the caller in conference room ``name``; returns when they leave it."""
+        options = ConferenceOptions(
+            beeps_on_enter=beeps_on_enter,
+            speak_on_enter=speak_on_enter,
+            beeps_on_exit=beeps_on_exit,
+            speak_on_exit=speak_on_exit,
+            play_on_exit=play_on_exit,
+            end_on_exit=end_on_exit,
+            start_on_enter=start_on_enter,
+            mute=mute,
+            max_members=max_members,
+            time_limit=float(time_limit),
+        )
+        await self._session.block(lambda step: Conference(step, name=name, options=options))
+
+    async def hangup(self, reason: HangupReason = "rejected") -> None:
+        """End the call now; later verbs raise ``CallEnded``."""
+        await self._session.hangup(reason)
+
+    async def menu(
+        self,
+        prompt: str | Prompt,
+        options: Mapping[str, T],
+        *,
+        retries: int = 3,
+        timeout: float = 5,
+        no_input: str | Sequence[str] = DEFAULT_NO_INPUT,
+        no_match: str | Sequence[str] = DEFAULT_NO_MATCH,
+    ) -> T | None:
+        """Offer a keypad menu and return the chosen option's value.
+
+        Re-prompts on silence (``no_input``) and on a key that is not an option
+        (``no_match``); each may be a list of messages that escalate with the
+        attempts.  Returns None when every attempt failed.
+        """
+        if not options:
+            raise ValueError("menu() needs at least one option")
+        widths = {len(key) for key in options}
+        num_digits = widths.pop() if len(widths) == 1 else 0
+        for attempt in range(max(1, retries)):
+            result = await self.gather(prompt=prompt, num_digits=num_digits, timeout=timeout)
+            if result.digits in options:
+                return options[result.digits]
+            if attempt == retries - 1:
+                break
+            messages = no_input if result.timed_out else no_match
+            if isinstance(messages, str):
+                messages = (messages,)
+            if messages:
+                await self.say(messages[min(attempt, len(messages) - 1)])
+        return None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every notification about this call and its legs, as it arrives.
+
+        Iterate it in a task beside the flow; it ends when the call ends.
+        """
+        session = self._session
+        session.check_alive()
+        send, receive = anyio.create_memory_object_stream[Event](64)
+        if session.observers is None:
+            session.observers = []
+        session.observers.append(send)
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            if session.observers is not None and send in session.observers:
+                session.observers.remove(send)
+            send.close()

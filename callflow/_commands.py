@@ -1,0 +1,143 @@
+"""Platform-neutral call-control commands.
+
+A flow's verbs become these values; a platform adapter renders them on the wire.
+``Say`` and ``Play`` double as prompts for ``gather``, ``record`` and ``menu``.
+Blocking commands carry the ``step`` the session waits on, so the adapter can
+route the platform's answer back to the right ``await``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = (
+    "BlockingCommand",
+    "Command",
+    "Conference",
+    "ConferenceOptions",
+    "Dial",
+    "Gather",
+    "Hangup",
+    "Pause",
+    "Play",
+    "Prompt",
+    "Record",
+    "Resume",
+    "Say",
+    "Voice",
+)
+
+Voice: TypeAlias = Literal["female", "male"]
+HangupReason: TypeAlias = Literal["rejected", "busy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Speak ``text`` to the caller with text to speech."""
+
+    text: str
+    voice: Voice = "female"
+    repeat: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """Play the audio file at ``url`` (MP3 or WAV)."""
+
+    url: str
+    repeat: int = 1
+
+
+Prompt: TypeAlias = Say | Play
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Silence for ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Play ``prompt`` then collect keys; answered by digits or a timeout."""
+
+    step: int
+    prompt: Prompt | None = None
+    num_digits: int = 0
+    finish_on_key: str = "#"
+    valid_digits: str = "0123456789*#"
+    timeout: float = 5.0
+    retries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Record the caller; answered with the recording's URL and duration."""
+
+    step: int
+    prompt: Prompt | None = None
+    max_length: float = 60.0
+    silence_timeout: float = 15.0
+    beep: bool = False
+    finish_on_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Ring one or several numbers at once and bridge the caller to the first to answer."""
+
+    step: int
+    numbers: tuple[str, ...]
+    caller_id: str | None = None
+    timeout: float = 30.0
+    on_answer: Prompt | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceOptions:
+    """A conference room's properties, as the BlueVia protocol names them."""
+
+    beeps_on_enter: Literal[0, 1, 2] = 0
+    speak_on_enter: str | None = None
+    beeps_on_exit: Literal[0, 1, 2] = 0
+    speak_on_exit: str | None = None
+    play_on_exit: str | None = None
+    end_on_exit: bool = False
+    start_on_enter: bool = True
+    mute: bool = False
+    max_members: int = 41
+    time_limit: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Conference:
+    """Put the caller in the conference room ``name`` until they leave it."""
+
+    step: int
+    name: str
+    options: ConferenceOptions = ConferenceOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """End the call."""
+
+    reason: HangupReason = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Ask the platform to call back once it has run everything before this.
+
+    The session sends it when a slow flow missed the response budget with
+    commands already queued: the caller hears them out, uninterrupted, and the
+    callback is the next chance to deliver the rest.
+    """
+
+    step: int
+
+
+BlockingCommand: TypeAlias = Gather | Record | Dial | Conference
+Command: TypeAlias = Say | Play | Pause | Gather | Record | Dial | Conference | Hangup | Resume

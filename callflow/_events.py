@@ -1,0 +1,53 @@
+"""Platform-neutral notifications, as the session runtime and ``call.events()`` see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+__all__ = ("Event", "EventKind", "HangupBy")
+
+EventKind: TypeAlias = Literal[
+    "incoming",
+    "answered",
+    "ringing",
+    "digits",
+    "resumed",
+    "busy",
+    "no_answer",
+    "failed",
+    "unreachable",
+    "hangup",
+    "playback_started",
+    "playback_stopped",
+    "recording_started",
+    "recording_stopped",
+    "callback_unavailable",
+]
+HangupBy: TypeAlias = Literal["caller", "app"]
+
+LEG_FAILURES: frozenset[str] = frozenset({"busy", "no_answer", "failed", "unreachable"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One notification from the platform about a call or one of its legs.
+
+    ``caller`` and ``callee`` are the leg's parties in E.164 (``+34…``);
+    ``step`` is set on answers to a blocking verb (digits, resumed).
+    """
+
+    kind: EventKind
+    call_id: str
+    leg_id: str = ""
+    caller: str = ""
+    callee: str = ""
+    timestamp: str = ""
+    step: int | None = None
+    digits: str | None = None
+    recording_url: str | None = None
+    duration: float | None = None
+    reason: str | None = None
+    by: HangupBy | None = None
+    name: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -1,0 +1,81 @@
+"""Exceptions raised by callflow.
+
+The tree::
+
+    CallflowError
+    ├── CallEnded              the call is over (the caller hung up, or the flow did)
+    ├── ConfigurationError     the app or a command line is set up wrongly
+    │   └── FlowNotFound       no flow is registered under that name or number
+    ├── NotificationError      a webhook the app cannot accept (bad JSON, missing field, forged)
+    ├── FlowError              a flow misused the API (e.g. queued too many commands)
+    └── PlatformError          the platform's REST API refused or failed a request
+        └── OutboundCallError  an outbound call could not be placed
+
+Expected outcomes (a busy line, a gather that timed out) are values on results,
+never exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "CallEnded",
+    "CallflowError",
+    "ConfigurationError",
+    "FlowError",
+    "FlowNotFound",
+    "NotificationError",
+    "OutboundCallError",
+    "PlatformError",
+)
+
+
+class CallflowError(Exception):
+    """The root of every exception callflow raises."""
+
+
+class CallEnded(CallflowError):
+    """The call is over: raised from whatever the flow awaits, and from every later verb."""
+
+    def __init__(self, call_id: str, by: str = "caller") -> None:
+        super().__init__(f"call {call_id} ended (hung up by {by})")
+        self.call_id = call_id
+        self.by = by
+
+
+class ConfigurationError(CallflowError):
+    """The app, a flows file or a command line is set up wrongly."""
+
+
+class FlowNotFound(ConfigurationError):
+    """No flow is registered under the name or number asked for."""
+
+
+class NotificationError(CallflowError):
+    """A webhook notification the app cannot accept.
+
+    ``status`` is the HTTP status the app answers with and ``code`` a short
+    machine-readable reason (``malformed_json``, ``missing_field``, ...).
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class FlowError(CallflowError):
+    """A flow misused the call API."""
+
+
+class PlatformError(CallflowError):
+    """The platform's REST API refused or failed a request."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class OutboundCallError(PlatformError):
+    """An outbound call could not be placed."""

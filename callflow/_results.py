@@ -1,0 +1,48 @@
+"""What the blocking verbs return.
+
+Expected outcomes (no input, a busy line) are values here, not exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = ("DialResult", "DialStatus", "GatherResult", "RecordResult")
+
+DialStatus: TypeAlias = Literal["answered", "busy", "no_answer", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatherResult:
+    """The keys a caller pressed.
+
+    ``digits`` excludes the finish key, which is in ``finish_key`` if it was
+    pressed; ``timed_out`` is true when every attempt ended with no input.
+    """
+
+    digits: str = ""
+    finish_key: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """A recording: where to fetch it, and how long it lasts in seconds."""
+
+    url: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    """How a dial ended: who answered, and how long they talked (seconds)."""
+
+    status: DialStatus
+    number: str | None = None
+    duration: float = 0.0
+    reason: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"

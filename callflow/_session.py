@@ -1,0 +1,411 @@
+"""The session runtime: one suspended flow per live call.
+
+Contract (borrowed from temporalio's workflow activations): one notification
+in, one batch of commands out, and never raise into the transport.
+
+A session owns the flow's task, the commands the flow queued since its last
+blocking verb (the *outbox*) and that verb's pending answer.  A notification
+that answers the pending verb resumes the flow; whatever the flow queues until
+it blocks again is that notification's response.  When the flow is slow (it
+awaits its own I/O past the response budget) the response carries what is
+queued plus a ``Resume`` marker, and the rest travels on the marker's callback;
+with nothing queued the response is empty and the rest goes out through the
+platform's REST API when the flow is ready (``SessionHost.push``).
+
+Per-call state is a handful of slots, the step counter and the outbox: enough
+for a later durable mode to rebuild a call by replaying a flow against the
+results recorded per step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ._commands import (
+    BlockingCommand,
+    Command,
+    Conference,
+    Dial,
+    Gather,
+    Hangup,
+    Record,
+    Resume,
+    Say,
+)
+from ._events import LEG_FAILURES, Event
+from ._exceptions import CallEnded, FlowError, PlatformError
+from ._results import DialResult, DialStatus, GatherResult, RecordResult
+
+if TYPE_CHECKING:
+    from ._call import Call
+
+__all__ = ("Session", "SessionHost")
+
+logger = logging.getLogger("callflow")
+
+Flow = Callable[["Call"], Awaitable[None]]
+
+MAX_OUTBOX = 500
+"""A flow that queues more commands than this without blocking is stuck in a loop."""
+
+_EventKey = tuple[str, int | None, str, str | None]
+
+
+class SessionHost(Protocol):
+    """What a session needs from whoever runs it (the app, or ``FakeCall``)."""
+
+    @property
+    def response_budget(self) -> float | None:
+        """Seconds a notification waits for the flow to block (None: no limit)."""
+
+    @property
+    def hangup_grace(self) -> float:
+        """Seconds a flow busy in its own I/O may run on after the call ended."""
+
+    @property
+    def apology(self) -> str | None:
+        """What the caller hears when the flow raises."""
+
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``func`` in a task that outlives the current request."""
+
+    async def push(self, session: Session, commands: list[Command]) -> None:
+        """Deliver commands while no notification is waiting (REST API); raise PlatformError."""
+
+    def finished(self, session: Session) -> None:
+        """The session is over and may be forgotten."""
+
+
+class _Pending:
+    """The blocking verb a flow is suspended on, and what its answer collected so far."""
+
+    __slots__ = ("answered_at", "command", "done", "ended", "failures", "hung_up_at", "leg",
+                 "number", "recording", "result")
+
+    def __init__(self, command: BlockingCommand) -> None:
+        self.command = command
+        self.done = anyio.Event()
+        self.ended = False
+        self.result: Any = None
+        self.recording: tuple[str | None, float] | None = None
+        self.leg: str | None = None
+        self.number: str | None = None
+        self.answered_at: float | None = None
+        self.hung_up_at: float | None = None
+        self.failures: list[tuple[str, str | None]] = []
+
+    def feed(self, event: Event, caller_leg: str) -> bool:
+        """Take one event; true when it answers the verb (``result`` is then set)."""
+        command = self.command
+        if isinstance(command, Gather):
+            if event.kind == "digits" and event.step in (command.step, None):
+                self.result = _gather_result(event.digits or "", command.finish_on_key)
+                return True
+            if event.kind == "resumed" and event.step == command.step:
+                self.result = GatherResult(timed_out=True)
+                return True
+            return False
+        if event.kind == "resumed" and event.step == command.step:
+            self.result = self._final_result()
+            return True
+        if isinstance(command, Record) and event.kind == "recording_stopped":
+            self.recording = (event.recording_url, event.duration or 0.0)
+        elif isinstance(command, Dial) and event.leg_id and event.leg_id != caller_leg:
+            self._feed_leg(event)
+        return False
+
+    def _feed_leg(self, event: Event) -> None:
+        if event.kind == "answered" and self.leg is None:
+            self.leg = event.leg_id
+            self.number = event.callee or None
+            self.answered_at = _seconds(event.timestamp)
+        elif event.kind == "hangup" and event.leg_id == self.leg:
+            self.hung_up_at = _seconds(event.timestamp)
+        elif event.kind in LEG_FAILURES:
+            self.failures.append((event.kind, event.reason))
+
+    def _final_result(self) -> Any:
+        command = self.command
+        if isinstance(command, Record):
+            url, duration = self.recording or (None, 0.0)
+            return RecordResult(url=url, duration=duration)
+        if isinstance(command, Dial):
+            if self.leg is not None:
+                duration = 0.0
+                if self.answered_at is not None and self.hung_up_at is not None:
+                    duration = max(0.0, self.hung_up_at - self.answered_at)
+                return DialResult("answered", number=self.number, duration=duration)
+            kinds = [kind for kind, _ in self.failures]
+            status: DialStatus = "failed"
+            if "busy" in kinds:
+                status = "busy"
+            elif "no_answer" in kinds:
+                status = "no_answer"
+            reason = next((r for _, r in self.failures if r), None)
+            return DialResult(status, reason=reason)
+        return None  # Conference: the caller left the room
+
+
+def _gather_result(digits: str, finish_on_key: str) -> GatherResult:
+    if finish_on_key and digits.endswith(finish_on_key):
+        return GatherResult(digits=digits[: -len(finish_on_key)], finish_key=finish_on_key)
+    return GatherResult(digits=digits)
+
+
+def _seconds(timestamp: str) -> float | None:
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _is_call_ended(exc: BaseException) -> bool:
+    if isinstance(exc, CallEnded):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_call_ended(inner) for inner in exc.exceptions)
+    return False
+
+
+_ANSWERING_KINDS = frozenset({"digits", "resumed"})
+
+
+class Session:
+    """One call's flow, suspended between notifications."""
+
+    __slots__ = (
+        "_held",
+        "_inflight",
+        "_last_key",
+        "_last_response",
+        "_marker",
+        "_request",
+        "_scope",
+        "call",
+        "caller_leg",
+        "done",
+        "ended",
+        "ended_by",
+        "events_enabled",
+        "flow",
+        "host",
+        "observers",
+        "outbox",
+        "pending",
+        "started",
+        "step",
+    )
+
+    def __init__(self, host: SessionHost, call: Call, flow: Flow) -> None:
+        self.host = host
+        self.call = call
+        self.flow = flow
+        self.outbox: list[Command] = []
+        self.pending: _Pending | None = None
+        self.step = 0
+        self.caller_leg = ""
+        self.ended = False
+        self.ended_by: str | None = None
+        self.done = False
+        self.started = False
+        self.events_enabled = False
+        self.observers: list[MemoryObjectSendStream[Event]] | None = None
+        self._request: anyio.Event | None = None
+        self._marker: int | None = None
+        self._held = False
+        self._scope: anyio.CancelScope | None = None
+        self._last_key: _EventKey | None = None
+        self._last_response: list[Command] | None = None
+        self._inflight: anyio.Event | None = None
+        call._session = self
+
+    # -- the transport side ---------------------------------------------------
+
+    async def handle(self, event: Event) -> list[Command] | None:
+        """Answer one notification: the commands to respond with, or None to leave the queue be."""
+        self._observe(event)
+        key: _EventKey | None = None
+        if event.kind in _ANSWERING_KINDS or not self.started:
+            key = (event.kind, event.step, event.leg_id, event.digits)
+            if key == self._last_key:  # a duplicate delivery: answer it the same way
+                if self._inflight is not None:
+                    await self._inflight.wait()
+                return self._last_response
+        if not self.started:
+            if event.kind in ("incoming", "answered"):
+                self.caller_leg = event.leg_id
+                return await self._respond(key, start=True)
+            return None
+        if self._marker is not None and event.kind == "resumed" and event.step == self._marker:
+            self._marker = None
+            return await self._respond(key)
+        if self.ended:
+            return None
+        if event.kind == "hangup" and (not event.leg_id or event.leg_id == self.caller_leg):
+            self.end(by=event.by or "caller")
+            return None
+        pending = self.pending
+        if pending is not None and pending.feed(event, self.caller_leg):
+            return await self._respond(key, answered=pending)
+        return None
+
+    async def _respond(
+        self, key: _EventKey | None, *, start: bool = False, answered: _Pending | None = None
+    ) -> list[Command]:
+        done = anyio.Event()
+        self._last_key, self._last_response, self._inflight = key, None, done
+        ready = self._request = anyio.Event()
+        try:
+            if start:
+                self.started = True
+                self.host.spawn(self._run)
+            elif answered is not None:
+                self.pending = None
+                answered.done.set()
+            if self._held or self.done:
+                self._held = False
+                ready.set()
+            if not ready.is_set():
+                budget = self.host.response_budget
+                with anyio.move_on_after(float("inf") if budget is None else budget):
+                    await ready.wait()
+            commands = self._take_outbox(slow=not ready.is_set())
+            self._last_response = commands
+            return commands
+        finally:
+            self._request = None
+            self._inflight = None
+            done.set()
+            if self.done and not self._held and self._marker is None:
+                self.host.finished(self)
+
+    def _take_outbox(self, *, slow: bool = False) -> list[Command]:
+        commands, self.outbox = self.outbox, []
+        if slow and commands and not self.done:
+            # The flow missed the budget: let the caller hear what is queued, and
+            # have the platform call back when it is done with it.
+            self._marker = self.next_step()
+            commands.append(Resume(self._marker))
+        return commands
+
+    def end(self, *, by: str, discard: bool = True) -> None:
+        """The call is over: wake the flow with CallEnded wherever it waits.
+
+        ``discard`` drops what the flow queued: right when the caller has gone,
+        wrong when the flow hung up and its goodbye still waits for delivery.
+        """
+        if self.ended:
+            return
+        self.ended, self.ended_by = True, by
+        if discard:
+            self.outbox.clear()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.ended = True
+            pending.done.set()
+        elif self._scope is not None:
+            # Busy in its own I/O: let it reach a verb (which raises CallEnded)
+            # or its end, within the grace period.
+            self._scope.deadline = anyio.current_time() + self.host.hangup_grace
+        if self.observers is not None:
+            for stream in self.observers:
+                stream.close()
+            self.observers = None
+
+    def _observe(self, event: Event) -> None:
+        if self.observers is None:
+            return
+        for stream in self.observers:
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                logger.warning("%s: an events() reader is behind; dropped %s", self.call.id,
+                               event.name or event.kind)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+    # -- the flow side ----------------------------------------------------------
+
+    def next_step(self) -> int:
+        self.step += 1
+        return self.step
+
+    def check_alive(self) -> None:
+        if self.ended:
+            raise CallEnded(self.call.id, self.ended_by or "caller")
+
+    def queue(self, command: Command) -> None:
+        self.check_alive()
+        if len(self.outbox) >= MAX_OUTBOX:
+            raise FlowError(
+                f"call {self.call.id}: the flow queued {MAX_OUTBOX} commands without waiting "
+                "for the caller; is it looping around say() or play()?"
+            )
+        self.outbox.append(command)
+
+    async def block(self, make: Callable[[int], BlockingCommand]) -> Any:
+        """Queue a blocking command, hand the outbox over, and wait for its answer."""
+        self.check_alive()
+        command = make(self.next_step())
+        self.queue(command)
+        pending = self.pending = _Pending(command)
+        await self.flush()
+        await pending.done.wait()
+        if pending.ended:
+            raise CallEnded(self.call.id, self.ended_by or "caller")
+        return pending.result
+
+    async def flush(self) -> None:
+        """Hand the outbox to whoever can carry it: a waiting request, a marker, or the API."""
+        if self._request is not None:
+            self._request.set()
+        elif self._marker is not None:
+            self._held = True
+        elif self.outbox:
+            commands = self._take_outbox()
+            try:
+                await self.host.push(self, commands)
+            except PlatformError as exc:
+                logger.error("%s: could not deliver %d commands: %s; ending the call",
+                             self.call.id, len(commands), exc)
+                self.end(by="app")
+
+    async def hangup(self, reason: Any) -> None:
+        self.queue(Hangup(reason))
+        await self.flush()
+        self.end(by="app", discard=False)
+
+    async def _run(self) -> None:
+        try:
+            with anyio.CancelScope() as self._scope:
+                try:
+                    await self.flow(self.call)
+                except BaseException as exc:
+                    if not _is_call_ended(exc):
+                        if not isinstance(exc, Exception):
+                            raise
+                        logger.exception("%s: the flow raised; apologising and hanging up",
+                                         self.call.id)
+                        if not self.ended and self.host.apology:
+                            self.outbox.append(Say(self.host.apology))
+            if self._scope.cancelled_caught:
+                logger.warning("%s: the flow did not finish within %.0f s of the hang-up; "
+                               "cancelled it", self.call.id, self.host.hangup_grace)
+            if not self.ended:
+                self.outbox.append(Hangup())
+                self.ended, self.ended_by = True, "app"
+                self.done = True
+                await self.flush()
+        finally:
+            self.done = True
+            self.pending = None
+            if self._request is not None:
+                self._request.set()
+            elif not self._held and self._marker is None:
+                self.host.finished(self)

@@ -1,0 +1,79 @@
+"""Settings: from keyword arguments, the command line, or ``CALLFLOW_*`` variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._exceptions import ConfigurationError
+
+__all__ = ("Settings",)
+
+DEFAULT_APOLOGY = "Sorry, something went wrong on our side. Please call again later. Goodbye."
+
+
+@dataclass(slots=True)
+class Settings:
+    """How an app reaches its platform and how it behaves under load and faults.
+
+    Every field can be set with an environment variable named ``CALLFLOW_`` plus
+    the field's name in capitals (``CALLFLOW_PUBLIC_URL``...).
+    """
+
+    public_url: str = "http://127.0.0.1:8000"
+    """Where the platform reaches this app (behind a proxy or tunnel: its public address)."""
+    platform_url: str = "http://127.0.0.1:8080"
+    """The platform's REST API base URL (default: a local ``callflow simulator``)."""
+    platform: str = "bluevia"
+    api_key: str = "key"
+    api_secret: str = "secret"
+    secret: str = ""
+    """The webhook secret in every URL handed to the platform (random when empty)."""
+    response_budget: float = 2.0
+    """Seconds a notification waits for a slow flow before the rest goes by REST."""
+    hangup_grace: float = 10.0
+    """Seconds a flow busy in its own I/O may run on after the caller hung up."""
+    apology: str = DEFAULT_APOLOGY
+    """What the caller hears when a flow raises, before the hang-up."""
+    caller_id: str = ""
+    """Default caller id of outbound calls (default: the app's first number)."""
+    max_body: int = 64 * 1024
+    push_retries: int = 3
+    push_timeout: float = 5.0
+    outbound_timeout: float = 120.0
+    path_prefix: str = "/callflow"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CALLFLOW_*`` variables, then ``overrides`` that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"CALLFLOW_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _convert(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.public_url = settings.public_url.rstrip("/")
+        settings.platform_url = settings.platform_url.rstrip("/")
+        return settings
+
+
+def _convert(name: str, type_: Any, raw: str) -> Any:
+    kind = type_ if isinstance(type_, str) else getattr(type_, "__name__", str(type_))
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"CALLFLOW_{name.upper()}={raw!r} is not a valid {kind}"
+        ) from None
+    return raw

@@ -1,0 +1,282 @@
+"""The BlueVia Voice protocol (see docs/reference/bluevia.md).
+
+Where a flow's verb becomes wire commands:
+
+- ``gather``  -> ``getDigits`` (actionUrl = step) then ``redirect`` (same step),
+  because BlueVia says nothing when a ``getDigits`` times out: it falls through
+  to the next command, and the ``redirect`` makes that fall-through visible;
+- ``record``, ``dial``, ``conference`` -> the command, then a ``redirect`` that
+  marks where the platform's queue resumes once it has finished;
+- the first batch of a call starts with ``{"notifications": "true"}`` so the app
+  sees every event (leg outcomes, recordings, hang-ups).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+from urllib.parse import quote
+
+from .._commands import (
+    Command,
+    Conference,
+    Dial,
+    Gather,
+    Hangup,
+    Pause,
+    Play,
+    Prompt,
+    Record,
+    Resume,
+    Say,
+)
+from .._events import Event, EventKind
+from .._exceptions import NotificationError, PlatformError
+from ._base import ApiRequest, UrlFor
+
+__all__ = ("EVENT_KINDS", "BlueVia", "Notification")
+
+BASE = "/comms/v1"
+
+EVENT_KINDS: Mapping[str, EventKind] = {
+    "CalledNumber": "incoming",
+    "Answered": "answered",
+    "Ringing": "ringing",
+    "DigitsCollected": "digits",
+    "Redirected": "resumed",
+    "Busy": "busy",
+    "NoAnswer": "no_answer",
+    "Failed": "failed",
+    "NotReachable": "unreachable",
+    "HangUp": "hangup",
+    "PlaybackStarted": "playback_started",
+    "PlaybackStopped": "playback_stopped",
+    "RecordingStarted": "recording_started",
+    "RecordingStopped": "recording_stopped",
+    "CallbackUnavailable": "callback_unavailable",
+}
+
+
+class Notification(TypedDict):
+    """A BlueVia notification body."""
+
+    timestamp: str
+    eventName: str
+    callId: str
+    legId: NotRequired[str]
+    callerId: NotRequired[str]
+    destination: NotRequired[str]
+    digits: NotRequired[str]
+    direction: NotRequired[Literal["fromParticipant", "fromApplication"]]
+    recordingUrl: NotRequired[str]
+    duration: NotRequired[str | int | float]
+    reason: NotRequired[str]
+    failedEventName: NotRequired[str]
+
+
+def tel(number: str) -> str:
+    """``+34…`` as a BlueVia address, ``tel:+34…``."""
+    return number if number.startswith("tel:") else f"tel:{number}"
+
+
+def _e164(address: str) -> str:
+    return address[4:] if address.startswith("tel:") else address
+
+
+def _bad(code: str, message: str, status: int = 400) -> NotificationError:
+    return NotificationError(status, code, message)
+
+
+def _text(payload: Mapping[str, Any], name: str, *, required: bool = False) -> str:
+    value = payload.get(name)
+    if value is None:
+        if required:
+            raise _bad("missing_field", f"the notification has no {name!r} field")
+        return ""
+    if not isinstance(value, str):
+        raise _bad("invalid_field", f"the notification's {name!r} must be a string")
+    return value
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _bad("invalid_field", "the notification's 'duration' must be a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise _bad("invalid_field", "the notification's 'duration' must be a number") from None
+
+
+def _prompt(prompt: Prompt | None) -> dict[str, Any]:
+    if isinstance(prompt, Say):
+        return {"speak": {"text": prompt.text, "voice": prompt.voice, "repeat": prompt.repeat}}
+    if isinstance(prompt, Play):
+        return {"play": {"url": prompt.url, "repeat": prompt.repeat}}
+    return {}
+
+
+def _number(seconds: float) -> int | float:
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+class BlueVia:
+    """The BlueVia Voice adapter (sans-I/O)."""
+
+    name = "bluevia"
+
+    def parse_notification(self, body: bytes, query: Mapping[str, str]) -> Event:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise _bad("malformed_json", "the notification body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise _bad("malformed_json", "the notification body must be a JSON object")
+        name = _text(payload, "eventName", required=True)
+        kind = EVENT_KINDS.get(name)
+        if kind is None:
+            raise _bad("unknown_event", f"unknown eventName {name!r}")
+        call_id = _text(payload, "callId", required=True)
+        if not call_id:
+            raise _bad("missing_field", "the notification's 'callId' is empty")
+        step_text = query.get("step")
+        step: int | None = None
+        if step_text is not None:
+            if not step_text.isdigit():
+                raise _bad("invalid_field", "the 'step' query parameter must be a number")
+            step = int(step_text)
+        direction = _text(payload, "direction")
+        digits = payload.get("digits")
+        if kind == "digits" and not isinstance(digits, str):
+            raise _bad("missing_field", "a DigitsCollected notification needs 'digits'")
+        return Event(
+            kind=kind,
+            call_id=call_id,
+            leg_id=_text(payload, "legId"),
+            caller=_e164(_text(payload, "callerId")),
+            callee=_e164(_text(payload, "destination")),
+            timestamp=_text(payload, "timestamp"),
+            step=step,
+            digits=digits if isinstance(digits, str) else None,
+            recording_url=_text(payload, "recordingUrl") or None,
+            duration=_seconds(payload.get("duration")),
+            reason=_text(payload, "reason") or _text(payload, "failedEventName") or None,
+            by=(
+                "app" if direction == "fromApplication"
+                else "caller" if kind == "hangup" else None
+            ),
+            name=name,
+            raw=payload,
+        )
+
+    def render_commands(
+        self, commands: Sequence[Command], *, url_for: UrlFor, first: bool
+    ) -> dict[str, Any]:
+        wire: list[dict[str, Any]] = [{"notifications": "true"}] if first else []
+        for command in commands:
+            wire.extend(self._render(command, url_for))
+        return {"commands": wire}
+
+    def _render(self, command: Command, url_for: UrlFor) -> list[dict[str, Any]]:
+        if isinstance(command, Say | Play):
+            return [_prompt(command)]
+        if isinstance(command, Pause):
+            return [{"wait": {"length": _number(command.seconds)}}]
+        if isinstance(command, Hangup):
+            return [{"hangup": {"reason": command.reason}}]
+        if isinstance(command, Resume):
+            return [{"redirect": {"actionUrl": url_for(command.step)}}]
+        resume = {"redirect": {"actionUrl": url_for(command.step)}}
+        if isinstance(command, Gather):
+            get_digits: dict[str, Any] = {
+                "actionUrl": url_for(command.step),
+                "timeout": _number(command.timeout),
+                "finishOnKey": command.finish_on_key,
+                "numberOfDigits": command.num_digits,
+                "validDigits": command.valid_digits,
+                "retries": command.retries,
+                **_prompt(command.prompt),
+            }
+            return [{"getDigits": get_digits}, resume]
+        if isinstance(command, Record):
+            record: dict[str, Any] = {
+                "timeout": _number(command.silence_timeout),
+                "playBeep": command.beep,
+                "maximumLength": _number(command.max_length),
+                **_prompt(command.prompt),
+            }
+            if command.finish_on_key:
+                record["finishOnKey"] = command.finish_on_key
+            return [{"record": record}, resume]
+        if isinstance(command, Dial):
+            destinations = [tel(n) for n in command.numbers]
+            number: dict[str, Any] = {
+                "destination": destinations[0] if len(destinations) == 1 else destinations,
+                "timeout": _number(command.timeout),
+            }
+            if command.caller_id:
+                number["callerId"] = tel(command.caller_id)
+            dial: dict[str, Any] = {"number": number}
+            if command.on_answer is not None:
+                dial["behaviorOnAnswer"] = _prompt(command.on_answer)
+            return [{"dial": dial}, resume]
+        if isinstance(command, Conference):
+            o = command.options
+            properties: dict[str, Any] = {
+                "beepsOnEnter": str(o.beeps_on_enter),
+                "beepsOnExit": str(o.beeps_on_exit),
+                "endOnExit": o.end_on_exit,
+                "startOnEnter": o.start_on_enter,
+                "mute": o.mute,
+                "maxMembers": o.max_members,
+                "timeLimit": _number(o.time_limit),
+            }
+            if o.speak_on_enter:
+                properties["speakOnEnter"] = o.speak_on_enter
+            if o.speak_on_exit:
+                properties["speakOnExit"] = o.speak_on_exit
+            if o.play_on_exit:
+                properties["playOnExit"] = o.play_on_exit
+            return [{"dial": {"conferenceName": command.name,
+                              "conferenceProperties": properties}}, resume]
+        raise TypeError(f"cannot render {command!r}")  # pragma: no cover
+
+    def set_commands_request(self, call_id: str, body: Any) -> ApiRequest:
+        return ApiRequest("POST", f"{BASE}/calls/{quote(call_id, safe='')}/setcommands", body)
+
+    def create_call_request(
+        self, *, to: str, caller_id: str, callback_url: str, fallback_url: str | None
+    ) -> ApiRequest:
+        body: dict[str, Any] = {
+            "callerId": tel(caller_id),
+            "destination": tel(to),
+            "callbackUrl": callback_url,
+            "notifications": "true",
+        }
+        if fallback_url:
+            body["fallbackUrl"] = fallback_url
+        return ApiRequest("POST", f"{BASE}/calls", body)
+
+    def configure_number_request(
+        self, number: str, *, callback_url: str, fallback_url: str | None
+    ) -> ApiRequest:
+        body: dict[str, Any] = {"notificationFormat": "JSON", "voiceCallbackUrl": callback_url}
+        if fallback_url:
+            body["voiceFallbackUrl"] = fallback_url
+        return ApiRequest("POST", f"{BASE}/me/numbers/{quote(tel(number), safe=':')}", body)
+
+    def call_id_from_create_response(self, status: int, body: bytes) -> str:
+        if status != 201:
+            raise PlatformError(f"the platform refused the call ({status})", status=status,
+                                body=body.decode("utf-8", "replace"))
+        try:
+            payload = json.loads(body)
+            call_id = payload["callId"]
+        except (ValueError, KeyError, TypeError):
+            raise PlatformError("the platform's create-call response has no callId",
+                                status=status, body=body.decode("utf-8", "replace")) from None
+        if not isinstance(call_id, str) or not call_id:
+            raise PlatformError("the platform returned an empty callId", status=status)
+        return call_id
