@@ -38,6 +38,8 @@ __all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
 
 logger = logging.getLogger("callflow")
 
+_OUTBOUND_STATUS: dict[str, DialStatus] = {"busy": "busy", "no_answer": "no_answer"}
+
 ENDED_MEMORY = 10_000
 """How many ended call ids are remembered, to answer their late notifications harmlessly."""
 
@@ -551,14 +553,12 @@ class App:
     def _answer_orphan(self, event: Event, query: Mapping[str, str]) -> Any:
         pending = self._outbound.get(query.get("out", ""))
         if pending is not None:
-            if event.kind in LEG_FAILURES or event.kind == "hangup":
-                if pending.status is None:
-                    pending.status = "failed" if event.kind in ("failed", "unreachable",
-                                                                "hangup") else event.kind  # type: ignore[assignment]
-                    pending.reason = event.reason or event.name
-                    pending.outcome.set()
-                    logger.info("%s: outbound call to %s: %s", event.call_id, pending.to,
-                                pending.status)
+            if pending.status is None and (event.kind in LEG_FAILURES or event.kind == "hangup"):
+                pending.status = _OUTBOUND_STATUS.get(event.kind, "failed")
+                pending.reason = event.reason or event.name
+                pending.outcome.set()
+                logger.info("%s: outbound call to %s: %s", event.call_id, pending.to,
+                            pending.status)
             return {"commands": []}
         if event.kind == "incoming":
             logger.error("%s: no flow answers %s and there is no default flow; hanging up",

@@ -30,7 +30,6 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._commands import (
     BlockingCommand,
     Command,
-    Conference,
     Dial,
     Gather,
     Hangup,

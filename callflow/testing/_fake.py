@@ -1,0 +1,361 @@
+"""``FakeCall``: run a flow with no server, no platform and no real waiting."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._call import Call, Direction
+from .._commands import (
+    Command,
+    Conference,
+    Dial,
+    Gather,
+    Hangup,
+    Pause,
+    Play,
+    Prompt,
+    Record,
+    Resume,
+    Say,
+)
+from .._events import Event, EventKind
+from .._exceptions import FlowError
+from .._results import DialStatus
+from .._session import Session, _is_call_ended
+from .._settings import DEFAULT_APOLOGY
+
+__all__ = ("DialOutcome", "FakeCall", "Line")
+
+SECONDS_PER_WORD = 0.4
+PLAY_SECONDS = 3.0
+MAX_BLOCKING = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DialOutcome:
+    """What a dialled number does in a FakeCall: answer and talk, or fail."""
+
+    status: DialStatus | Literal["unreachable"] = "answered"
+    talk: float = 10.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a FakeCall transcript, at ``time`` seconds of virtual time."""
+
+    time: float
+    who: Literal["app", "caller", "network"]
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.time:6.1f}s  {self.who:<7}  {self.what}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    action: Literal["press", "silence", "hang_up", "speak"]
+    value: str = ""
+    seconds: float = 0.0
+
+
+class FakeCall:
+    """A scripted caller and network for one run of a flow.
+
+    Script the caller with ``press``, ``silence``, ``speak`` and ``hang_up``
+    (each consumed by the next ``gather``/``record``, in order) or with
+    ``hang_up_at=k`` (hang up when the flow reaches its k-th waiting verb);
+    script the network with ``on_dial`` and ``on_conference``.  After
+    ``await fake.run()``, assert on ``heard``, ``commands``, ``transcript``,
+    ``ended_by`` and ``error``.  Time is virtual: a 30 s timeout passes at once.
+    """
+
+    def __init__(
+        self,
+        flow: Callable[[Call], Awaitable[None]],
+        *,
+        caller: str = "+34600000001",
+        callee: str = "+34900000001",
+        direction: Direction = "inbound",
+        data: dict[str, Any] | None = None,
+        call_id: str = "fake-call",
+        hang_up_at: int | None = None,
+        apology: str | None = DEFAULT_APOLOGY,
+        response_budget: float | None = None,
+        hangup_grace: float = 10.0,
+    ) -> None:
+        self.flow = flow
+        self.call = Call(call_id, caller=caller, callee=callee, direction=direction, data=data)
+        self.hang_up_at = hang_up_at
+        self.apology = apology
+        self.response_budget = response_budget
+        self.hangup_grace = hangup_grace
+        self.clock = 0.0
+        self.commands: list[Command] = []
+        self.transcript: list[Line] = []
+        self.ended_by: Literal["caller", "app"] | None = None
+        self.error: BaseException | None = None
+        self.blocking = 0
+        self._script: deque[_Step] = deque()
+        self._dial: dict[str, DialOutcome] = {}
+        self._conference: dict[str, float] = {}
+        self._recordings = 0
+        self._tg: TaskGroup | None = None
+        self._pushed: list[Command] = []
+        self._push_event = anyio.Event()
+        self._session: Session | None = None
+
+    # -- scripting ------------------------------------------------------------------
+
+    def press(self, keys: str) -> FakeCall:
+        """The caller presses ``keys`` at the next gather (or ends the next recording)."""
+        self._script.append(_Step("press", keys))
+        return self
+
+    def silence(self) -> FakeCall:
+        """The caller stays silent through the next gather (every retry times out)."""
+        self._script.append(_Step("silence"))
+        return self
+
+    def speak(self, seconds: float) -> FakeCall:
+        """The caller talks for ``seconds`` at the next recording."""
+        self._script.append(_Step("speak", seconds=seconds))
+        return self
+
+    def hang_up(self) -> FakeCall:
+        """The caller hangs up at the next verb that waits for the network or them."""
+        self._script.append(_Step("hang_up"))
+        return self
+
+    def on_dial(self, number: str, status: DialStatus | Literal["unreachable"] = "answered",
+                *, talk: float = 10.0, reason: str | None = None) -> FakeCall:
+        """What ``number`` does when the flow dials it (default: answers, talks 10 s)."""
+        self._dial[number] = DialOutcome(status, talk, reason)
+        return self
+
+    def on_conference(self, name: str, *, stay: float) -> FakeCall:
+        """How long the caller stays in conference ``name`` (default 60 s)."""
+        self._conference[name] = stay
+        return self
+
+    # -- what happened --------------------------------------------------------------
+
+    @property
+    def heard(self) -> list[str]:
+        """What the caller heard: spoken texts, and ``play:URL`` for audio files."""
+        return [line.what.split(" ", 1)[1] for line in self.transcript
+                if line.who == "app" and line.what.startswith(("says ", "plays "))]
+
+    @property
+    def said(self) -> str:
+        """Everything spoken to the caller, as one string."""
+        return " ".join(h for h in self.heard if not h.startswith("play:"))
+
+    def transcript_text(self) -> str:
+        return "\n".join(str(line) for line in self.transcript)
+
+    # -- SessionHost ----------------------------------------------------------------
+
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(func)
+
+    async def push(self, session: Session, commands: list[Command]) -> None:
+        self._log("network", f"setcommands with {len(commands)} command(s)")
+        self._pushed.extend(commands)
+        self._push_event.set()
+
+    def finished(self, session: Session) -> None:
+        self._push_event.set()
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self) -> FakeCall:
+        """Run the flow to the end of the call; returns self for chaining asserts."""
+        async def flow(call: Call) -> None:
+            try:
+                await self.flow(call)
+            except BaseException as exc:
+                if isinstance(exc, Exception) and not _is_call_ended(exc):
+                    self.error = exc
+                raise
+
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._session = Session(self, self.call, flow)
+            c = self.call
+            kind: EventKind = "incoming" if c.direction == "inbound" else "answered"
+            self._log("network", f"{c.caller} calls {c.callee}" if kind == "incoming"
+                      else f"{c.callee} answers a call from {c.caller}")
+            first = await self._deliver(kind)
+            await self._execute(deque(first or []))
+            tg.cancel_scope.deadline = anyio.current_time() + self.hangup_grace
+        return self
+
+    async def _deliver(self, kind: EventKind, **fields: Any) -> list[Command] | None:
+        assert self._session is not None
+        c = self.call
+        fields.setdefault("leg_id", "caller-leg")
+        fields.setdefault("caller", c.caller)
+        fields.setdefault("callee", c.callee)
+        event = Event(kind=kind, call_id=c.id, timestamp=_iso(self.clock), **fields)
+        commands = await self._session.handle(event)
+        if commands:
+            self.commands.extend(commands)
+        return commands
+
+    async def _execute(self, queue: deque[Command]) -> None:
+        session = self._session
+        assert session is not None
+        while True:
+            if not queue:
+                if session.done or session.ended:
+                    if self.ended_by is None:
+                        self.ended_by = "caller" if session.ended_by == "caller" else "app"
+                    return
+                await self._push_event.wait()
+                self._push_event = anyio.Event()
+                queue = deque(self._pushed)
+                self.commands.extend(self._pushed)
+                self._pushed.clear()
+                continue
+            command = queue.popleft()
+            replacement = await self._run_command(command)
+            if self.ended_by is not None:
+                return
+            if replacement is not None:
+                queue = deque(replacement)
+
+    async def _run_command(self, command: Command) -> list[Command] | None:
+        if isinstance(command, Say | Play):
+            self._hear(command)
+            return None
+        if isinstance(command, Pause):
+            self._log("app", f"waits {command.seconds:g}s")
+            self.clock += command.seconds
+            return None
+        if isinstance(command, Hangup):
+            self._log("app", "hangs up")
+            self.ended_by = "app"
+            await self._deliver("hangup", by="app")
+            return None
+        if isinstance(command, Resume):
+            return await self._deliver("resumed", step=command.step)
+        self.blocking += 1
+        if self.blocking > MAX_BLOCKING:
+            raise FlowError(f"the flow reached {MAX_BLOCKING} waiting verbs; is it looping?")
+        if self._caller_hangs_up():
+            self._log("caller", "hangs up")
+            self.ended_by = "caller"
+            await self._deliver("hangup", by="caller")
+            return None
+        if isinstance(command, Gather):
+            return await self._gather(command)
+        if isinstance(command, Record):
+            return await self._record(command)
+        if isinstance(command, Dial):
+            return await self._dial_numbers(command)
+        if isinstance(command, Conference):
+            self._log("app", f"puts the caller in conference {command.name!r}")
+            self.clock += self._conference.get(command.name, 60.0)
+            self._log("caller", f"leaves conference {command.name!r}")
+            return await self._deliver("resumed", step=command.step)
+        raise TypeError(f"FakeCall cannot run {command!r}")  # pragma: no cover
+
+    def _caller_hangs_up(self) -> bool:
+        if self.hang_up_at is not None and self.blocking >= self.hang_up_at:
+            return True
+        if self._script and self._script[0].action == "hang_up":
+            self._script.popleft()
+            return True
+        return False
+
+    async def _gather(self, command: Gather) -> list[Command] | None:
+        step = self._script.popleft() if self._script else _Step("silence")
+        if step.action == "press":
+            if command.prompt is not None:
+                self._hear(command.prompt)
+            digits = ""
+            for key in step.value:
+                if key not in command.valid_digits:
+                    continue
+                digits += key
+                if key == command.finish_on_key or (
+                    command.num_digits and len(digits) >= command.num_digits
+                ):
+                    break
+                self.clock += 0.3
+            self._log("caller", f"presses {digits or step.value}")
+            if digits:
+                return await self._deliver("digits", step=command.step, digits=digits)
+        for _ in range(max(1, command.retries)):
+            if command.prompt is not None:
+                self._hear(command.prompt)
+            self.clock += command.timeout
+        self._log("caller", "says nothing")
+        return await self._deliver("resumed", step=command.step)
+
+    async def _record(self, command: Record) -> list[Command] | None:
+        if command.prompt is not None:
+            self._hear(command.prompt)
+        step = self._script.popleft() if self._script else _Step("speak", seconds=5.0)
+        seconds = step.seconds if step.action == "speak" else 3.0
+        seconds = min(seconds, command.max_length)
+        self._recordings += 1
+        url = f"https://recordings.invalid/{self.call.id}/{self._recordings}.wav"
+        await self._deliver("recording_started")
+        self.clock += seconds
+        self._log("caller", f"records {seconds:g}s")
+        await self._deliver("recording_stopped", recording_url=url, duration=seconds)
+        return await self._deliver("resumed", step=command.step)
+
+    async def _dial_numbers(self, command: Dial) -> list[Command] | None:
+        self._log("app", f"dials {', '.join(command.numbers)}")
+        legs = [(f"leg-{self.blocking}-{i}", n, self._dial.get(n, DialOutcome()))
+                for i, n in enumerate(command.numbers)]
+        for leg, number, _ in legs:
+            await self._deliver("ringing", leg_id=leg, callee=number)
+        winner = next(((leg, n, o) for leg, n, o in legs if o.status == "answered"), None)
+        if winner is not None:
+            leg, number, outcome = winner
+            self.clock += 2.0
+            self._log("network", f"{number} answers")
+            await self._deliver("answered", leg_id=leg, callee=number)
+            if command.on_answer is not None:
+                self._log("app", f"whispers to {number}")
+            self.clock += outcome.talk
+            self._log("network", f"{number} hangs up after {outcome.talk:g}s")
+            await self._deliver("hangup", leg_id=leg, callee=number, by="caller")
+        else:
+            self.clock += min(command.timeout, 30.0)
+            for leg, number, outcome in legs:
+                self._log("network", f"{number}: {outcome.status.replace('_', ' ')}")
+                kind: EventKind = outcome.status
+                await self._deliver(kind, leg_id=leg, callee=number, reason=outcome.reason)
+        return await self._deliver("resumed", step=command.step)
+
+    def _hear(self, prompt: Prompt) -> None:
+        for _ in range(max(1, prompt.repeat)):
+            if isinstance(prompt, Say):
+                self._log("app", f"says {prompt.text}")
+                self.clock += SECONDS_PER_WORD * max(1, len(prompt.text.split()))
+            else:
+                self._log("app", f"plays play:{prompt.url}")
+                self.clock += PLAY_SECONDS
+
+    def _log(self, who: Literal["app", "caller", "network"], what: str) -> None:
+        self.transcript.append(Line(round(self.clock, 1), who, what))
+
+
+def _iso(seconds: float) -> str:
+    whole = int(seconds)
+    return f"2013-03-01T10:{whole // 60 % 60:02d}:{whole % 60:02d}Z" if whole < 3600 else (
+        f"2013-03-01T{10 + whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}Z")
+
+
