@@ -31,6 +31,7 @@ from ._exceptions import (
 from ._results import DialStatus
 from ._session import Flow, Session
 from ._settings import Settings
+from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
 from .platforms import ApiRequest, Platform, get_platform
 
@@ -94,8 +95,16 @@ class App:
     hypercorn), or enter it with ``async with app:`` to run it in-process.
     """
 
-    def __init__(self, *, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **overrides: Any,
+    ) -> None:
+        """``transport`` replaces the network under the platform client (tests: no sockets)."""
         self._settings = settings
+        self._transport = transport
         self._overrides = overrides
         self._flows: dict[str, FlowSpec] = {}
         self._numbers: dict[str, str] = {}
@@ -105,6 +114,7 @@ class App:
         self._end_waiters: dict[str, anyio.Event] = {}
         self._outbound: dict[str, _Outbound] = {}
         self._tg: TaskGroup | None = None
+        self._spawner: Spawner | None = None
         self._client: httpx.AsyncClient | None = None
         self._stack: AsyncExitStack | None = None
         self._platform: Platform | None = None
@@ -262,9 +272,11 @@ class App:
                     base_url=s.platform_url,
                     auth=(s.api_key, s.api_secret),
                     timeout=s.push_timeout,
+                    transport=self._transport,
                 )
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._spawner = Spawner(self._tg)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -278,6 +290,10 @@ class App:
         tb: TracebackType | None,
     ) -> bool | None:
         stack, self._stack = self._stack, None
+        spawner, self._spawner = self._spawner, None
+        if spawner is not None:
+            with anyio.CancelScope(shield=True):
+                await spawner.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._tg = None
@@ -289,10 +305,10 @@ class App:
             self._client = None
             self.sessions.clear()
 
-    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        if self._tg is None:
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
+        if self._spawner is None:
             raise RuntimeError("the app is not running")
-        self._tg.start_soon(func)
+        return self._spawner.spawn(func)
 
     def finished(self, session: Session) -> None:
         call_id = session.call.id

@@ -239,11 +239,12 @@ class Call:
             raise ValueError("menu() needs at least one option")
         widths = {len(key) for key in options}
         num_digits = widths.pop() if len(widths) == 1 else 0
-        for attempt in range(max(1, retries)):
+        attempts = max(1, retries)
+        for attempt in range(attempts):
             result = await self.gather(prompt=prompt, num_digits=num_digits, timeout=timeout)
             if result.digits in options:
                 return options[result.digits]
-            if attempt == retries - 1:
+            if attempt == attempts - 1:
                 break
             messages = no_input if result.timed_out else no_match
             if isinstance(messages, str):

@@ -40,6 +40,8 @@ from ._commands import (
 from ._events import LEG_FAILURES, Event
 from ._exceptions import CallEnded, FlowError, PlatformError
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
+from ._spawner import Cancellable
+from ._waiter import Waiter
 
 if TYPE_CHECKING:
     from ._call import Call
@@ -71,7 +73,7 @@ class SessionHost(Protocol):
     def apology(self) -> str | None:
         """What the caller hears when the flow raises."""
 
-    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
         """Run ``func`` in a task that outlives the current request."""
 
     async def push(self, session: Session, commands: list[Command]) -> None:
@@ -89,7 +91,7 @@ class _Pending:
 
     def __init__(self, command: BlockingCommand) -> None:
         self.command = command
-        self.done = anyio.Event()
+        self.done = Waiter()
         self.ended = False
         self.result: Any = None
         self.recording: tuple[str | None, float] | None = None
@@ -185,7 +187,7 @@ class Session:
         "_last_response",
         "_marker",
         "_request",
-        "_scope",
+        "_task",
         "call",
         "caller_leg",
         "done",
@@ -215,13 +217,13 @@ class Session:
         self.started = False
         self.events_enabled = False
         self.observers: list[MemoryObjectSendStream[Event]] | None = None
-        self._request: anyio.Event | None = None
+        self._request: Waiter | None = None
         self._marker: int | None = None
         self._held = False
-        self._scope: anyio.CancelScope | None = None
+        self._task: Cancellable | None = None
         self._last_key: _EventKey | None = None
         self._last_response: list[Command] | None = None
-        self._inflight: anyio.Event | None = None
+        self._inflight: Waiter | None = None
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -241,13 +243,18 @@ class Session:
                 self.caller_leg = event.leg_id
                 return await self._respond(key, start=True)
             return None
+        if event.kind == "hangup" and (not event.leg_id or event.leg_id == self.caller_leg):
+            self.end(by=event.by or "caller")
+            # Nothing held back for the platform can be delivered any more.
+            self._marker, self._held = None, False
+            self.outbox.clear()
+            if self.done and self._request is None:
+                self.host.finished(self)
+            return None
         if self._marker is not None and event.kind == "resumed" and event.step == self._marker:
             self._marker = None
             return await self._respond(key)
         if self.ended:
-            return None
-        if event.kind == "hangup" and (not event.leg_id or event.leg_id == self.caller_leg):
-            self.end(by=event.by or "caller")
             return None
         pending = self.pending
         if pending is not None and pending.feed(event, self.caller_leg):
@@ -257,13 +264,13 @@ class Session:
     async def _respond(
         self, key: _EventKey | None, *, start: bool = False, answered: _Pending | None = None
     ) -> list[Command]:
-        done = anyio.Event()
+        done = Waiter()
         self._last_key, self._last_response, self._inflight = key, None, done
-        ready = self._request = anyio.Event()
+        ready = self._request = Waiter()
         try:
             if start:
                 self.started = True
-                self.host.spawn(self._run)
+                self._task = self.host.spawn(self._run)
             elif answered is not None:
                 self.pending = None
                 answered.done.set()
@@ -308,10 +315,10 @@ class Session:
         if pending is not None:
             pending.ended = True
             pending.done.set()
-        elif self._scope is not None:
+        elif self._task is not None and not self.done:
             # Busy in its own I/O: let it reach a verb (which raises CallEnded)
             # or its end, within the grace period.
-            self._scope.deadline = anyio.current_time() + self.host.hangup_grace
+            self.host.spawn(self._cancel_after_grace)
         if self.observers is not None:
             for stream in self.observers:
                 stream.close()
@@ -380,22 +387,25 @@ class Session:
         await self.flush()
         self.end(by="app", discard=False)
 
+    async def _cancel_after_grace(self) -> None:
+        await anyio.sleep(self.host.hangup_grace)
+        if not self.done and self._task is not None:
+            logger.warning("%s: the flow did not finish within %.0f s of the hang-up; "
+                           "cancelling it", self.call.id, self.host.hangup_grace)
+            self._task.cancel()
+
     async def _run(self) -> None:
         try:
-            with anyio.CancelScope() as self._scope:
-                try:
-                    await self.flow(self.call)
-                except BaseException as exc:
-                    if not _is_call_ended(exc):
-                        if not isinstance(exc, Exception):
-                            raise
-                        logger.exception("%s: the flow raised; apologising and hanging up",
-                                         self.call.id)
-                        if not self.ended and self.host.apology:
-                            self.outbox.append(Say(self.host.apology))
-            if self._scope.cancelled_caught:
-                logger.warning("%s: the flow did not finish within %.0f s of the hang-up; "
-                               "cancelled it", self.call.id, self.host.hangup_grace)
+            try:
+                await self.flow(self.call)
+            except BaseException as exc:
+                if not _is_call_ended(exc):
+                    if not isinstance(exc, Exception):
+                        raise
+                    logger.exception("%s: the flow raised; apologising and hanging up",
+                                     self.call.id)
+                    if not self.ended and self.host.apology:
+                        self.outbox.append(Say(self.host.apology))
             if not self.ended:
                 self.outbox.append(Hangup())
                 self.ended, self.ended_by = True, "app"

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
+from anyio import TaskHandle
 from anyio.abc import TaskGroup
 
 from .._call import Call, Direction
@@ -162,9 +164,9 @@ class FakeCall:
 
     # -- SessionHost ----------------------------------------------------------------
 
-    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> TaskHandle[None]:
         assert self._tg is not None
-        self._tg.start_soon(func)
+        return self._tg.start_soon(func)
 
     async def push(self, session: Session, commands: list[Command]) -> None:
         self._log("network", f"setcommands with {len(commands)} command(s)")
@@ -205,6 +207,9 @@ class FakeCall:
         fields.setdefault("caller", c.caller)
         fields.setdefault("callee", c.callee)
         event = Event(kind=kind, call_id=c.id, timestamp=_iso(self.clock), **fields)
+        # A real network leaves the flow's other tasks (an ``events()`` reader) time
+        # to run between notifications; without this yield trio may starve them.
+        await anyio.lowlevel.checkpoint()
         commands = await self._session.handle(event)
         if commands:
             self.commands.extend(commands)
