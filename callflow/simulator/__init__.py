@@ -1,0 +1,69 @@
+"""A BlueVia Voice platform simulator with simulated telephones.
+
+    async with Simulator() as sim:
+        sim.add_account_number("+34900000001", callback_url="http://127.0.0.1:8000/voice")
+        call = await sim.place_inbound_call("+34600000001", "+34900000001", script=["press:1"])
+        print(await call.wait_ended())
+
+See docs/reference/simulator.md.
+"""
+
+from ._clock import Clock, ClockMode, Signal
+from ._engine import Leg, SimCall
+from ._errors import ApiError, ConfigError, SimulatorError, WireError
+from ._network import (
+    DEFAULT_PHONE,
+    HangUp,
+    NetworkConfig,
+    NumberConfig,
+    Outcome,
+    Phone,
+    Press,
+    Silence,
+    Step,
+    Talk,
+    WaitFor,
+    load_config,
+    parse_config,
+    parse_script,
+    parse_step,
+)
+from ._serving import serve_asgi
+from ._simulator import NotificationOutcome, Simulator, serve_simulator
+from ._transcript import EntryKind, Transcript, TranscriptEntry
+from ._wire import parse_commands
+
+__all__ = (
+    "DEFAULT_PHONE",
+    "ApiError",
+    "Clock",
+    "ClockMode",
+    "ConfigError",
+    "EntryKind",
+    "HangUp",
+    "Leg",
+    "NetworkConfig",
+    "NotificationOutcome",
+    "NumberConfig",
+    "Outcome",
+    "Phone",
+    "Press",
+    "Signal",
+    "SimCall",
+    "Silence",
+    "Simulator",
+    "SimulatorError",
+    "Step",
+    "Talk",
+    "Transcript",
+    "TranscriptEntry",
+    "WaitFor",
+    "WireError",
+    "load_config",
+    "parse_commands",
+    "parse_config",
+    "parse_script",
+    "parse_step",
+    "serve_asgi",
+    "serve_simulator",
+)

@@ -1,0 +1,321 @@
+"""The `Simulator`: a BlueVia Voice platform plus its simulated telephone network."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from ._asgi import Receive, Scope, Send
+from ._clock import Clock
+from ._conference import Conferences
+from ._engine import UNKNOWN_AUDIO_SECONDS, SimCall
+from ._errors import ConfigError, SimulatorError, WireError
+from ._network import (
+    DEFAULT_PHONE,
+    NetworkConfig,
+    NumberConfig,
+    Phone,
+    Step,
+    load_config,
+    parse_script,
+)
+from ._recordings import wav_duration
+from ._serving import serve_asgi
+from ._transcript import Transcript
+from ._wire import Command, normalize_number, parse_commands
+
+__all__ = ("NotificationOutcome", "Simulator", "serve_simulator")
+
+
+@dataclass(frozen=True)
+class NotificationOutcome:
+    """What became of one notification POST."""
+
+    status: int | None
+    commands: list[Command] | None  # None: the exchange failed
+    summary: str
+
+
+class Simulator:
+    """A BlueVia Voice platform and telephone network, as an ASGI application.
+
+    Run it with `async with sim:` (tests) or serve it (its ASGI lifespan starts it).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        api_key: str = "key",
+        api_secret: str = "secret",
+        base_url: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        notification_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        outbound_ring_timeout: float = 60.0,
+        default_phone: Phone = DEFAULT_PHONE,
+        config: NetworkConfig | str | Path | None = None,
+        max_body_size: int = 1 << 20,
+    ) -> None:
+        self.clock = clock if clock is not None else Clock.virtual()
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.notification_timeout = notification_timeout
+        self.idle_timeout = idle_timeout
+        self.outbound_ring_timeout = outbound_ring_timeout
+        self.default_phone = default_phone
+        self.max_body_size = max_body_size
+        self.phones: dict[str, Phone] = {}
+        self.account_numbers: dict[str, NumberConfig] = {}
+        self.calls: dict[str, SimCall] = {}
+        self.conferences = Conferences()
+        self.recordings: dict[str, bytes] = {}
+        self.epoch = time.time()
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._audio_cache: dict[str, float] = {}
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        if config is not None:
+            self.load(config)
+
+    # -- configuration --------------------------------------------------------------------
+
+    def load(self, config: NetworkConfig | str | Path) -> None:
+        """Add the phones and account numbers of a config (file path or `NetworkConfig`)."""
+        if not isinstance(config, NetworkConfig):
+            config = load_config(config)
+        self.phones.update(config.phones)
+        self.account_numbers.update(config.account_numbers)
+
+    def add_phone(self, number: str, phone: Phone) -> None:
+        """Make a simulated number behave as `phone` when dialled."""
+        self.phones[self._number(number)] = phone
+
+    def add_account_number(
+        self, number: str, *, callback_url: str | None = None, fallback_url: str | None = None
+    ) -> NumberConfig:
+        """Add (or reconfigure) one of the account's numbers."""
+        config = NumberConfig(self._number(number), callback_url, fallback_url)
+        self.account_numbers[config.number] = config
+        return config
+
+    def phone_for(self, number: str) -> Phone:
+        return self.phones.get(number, self.default_phone)
+
+    @staticmethod
+    def _number(number: str) -> str:
+        try:
+            return normalize_number(number)
+        except WireError:
+            raise ConfigError(f"{number!r} is not a phone number") from None
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def transcript(self, call_id: str) -> Transcript:
+        """The transcript (so far) of a call."""
+        return self.calls[call_id].transcript
+
+    async def place_inbound_call(
+        self, from_: str, to: str, *, script: Iterable[str | Step] = ()
+    ) -> SimCall:
+        """A simulated phone `from_` calls the account number `to`, following `script`."""
+        caller, callee = self._number(from_), self._number(to)
+        number = self.account_numbers.get(callee)
+        if number is None or not number.callback_url:
+            raise ConfigError(f"{callee} is not an account number with a callback URL")
+        call = SimCall(
+            self,
+            caller=caller,
+            callee=callee,
+            direction="inbound",
+            callback_url=number.callback_url,
+            fallback_url=number.fallback_url,
+            script=parse_script(script),
+        )
+        self._start_call(call)
+        return call
+
+    def create_call(
+        self,
+        caller: str,
+        destination: str,
+        *,
+        callback_url: str | None = None,
+        fallback_url: str | None = None,
+        all_events: bool = False,
+    ) -> SimCall:
+        """Start an outbound call from an account number (what `POST /calls` does)."""
+        caller, destination = self._number(caller), self._number(destination)
+        number = self.account_numbers.get(caller)
+        if number is None:
+            raise ConfigError(f"{caller} is not an account number")
+        call = SimCall(
+            self,
+            caller=caller,
+            callee=destination,
+            direction="outbound",
+            callback_url=callback_url or number.callback_url,
+            fallback_url=fallback_url or number.fallback_url,
+            all_events=all_events,
+        )
+        self._start_call(call)
+        return call
+
+    def _start_call(self, call: SimCall) -> None:
+        if self._tg is None:
+            raise SimulatorError("the simulator is not running: use `async with sim:`")
+        self.calls[call.call_id] = call
+        self.clock.spawn(self._tg, call.run)
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._tg is not None
+
+    async def __aenter__(self) -> Simulator:
+        if self._stack is not None:
+            raise SimulatorError("the simulator is already running")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            if self._client is None:
+                self._client = await stack.enter_async_context(httpx.AsyncClient())
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            tg.start_soon(self.clock.run)
+            self._tg = tg
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self.epoch = time.time()
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._tg = None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+        if self._owns_client:
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI 3 entry point: the REST API, recordings, and lifespan."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        from ._api import handle
+
+        await handle(self, scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        started_here = False
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if not self.running:
+                    try:
+                        await self.__aenter__()
+                    except Exception as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    started_here = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if started_here:
+                    await self.__aexit__(None, None, None)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- I/O used by calls --------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise SimulatorError("the simulator is not running")
+        return self._client
+
+    async def post_notification(self, url: str, payload: Mapping[str, Any]) -> NotificationOutcome:
+        """POST a notification; never raises (a misbehaving app is a failed outcome)."""
+        try:
+            with anyio.fail_after(self.notification_timeout):
+                response = await self._http().post(url, json=dict(payload))
+        except TimeoutError:
+            return NotificationOutcome(None, None, "timed out")
+        except Exception as exc:  # a broken app must not break the simulator
+            return NotificationOutcome(None, None, f"failed: {type(exc).__name__}: {exc}")
+        status = response.status_code
+        if not 200 <= status < 300:
+            return NotificationOutcome(status, None, f"HTTP {status}")
+        content = response.content.strip()
+        if not content:
+            return NotificationOutcome(status, [], f"{status}, empty")
+        try:
+            commands = parse_commands(response.json())
+        except ValueError:
+            return NotificationOutcome(status, None, f"{status}, body is not JSON")
+        except WireError as exc:
+            return NotificationOutcome(status, None, f"{status}, invalid commands: {exc}")
+        return NotificationOutcome(status, commands, f"{status}, {len(commands)} commands")
+
+    async def put_export(self, url: str, data: bytes) -> bool:
+        """PUT a recording to a `record` command's `export.url`."""
+        try:
+            with anyio.fail_after(self.notification_timeout):
+                response = await self._http().put(
+                    url, content=data, headers={"Content-Type": "audio/wav"}
+                )
+        except Exception:
+            return False
+        return 200 <= response.status_code < 300
+
+    def store_recording(self, recording_id: str, data: bytes) -> str:
+        """Keep a recording and return the URL it is served at."""
+        self.recordings[recording_id] = data
+        return f"{self.base_url or 'http://127.0.0.1'}/recordings/{recording_id}.wav"
+
+    async def audio_seconds(self, url: str) -> float:
+        """How long a `play` of `url` lasts: a WAV file's length, else 3 s."""
+        if url in self._audio_cache:
+            return self._audio_cache[url]
+        seconds = UNKNOWN_AUDIO_SECONDS
+        name = url.rsplit("/", 1)[-1]
+        if "/recordings/" in url and name.removesuffix(".wav") in self.recordings:
+            seconds = wav_duration(self.recordings[name.removesuffix(".wav")]) or seconds
+        elif url.lower().endswith(".wav") and url.startswith(("http://", "https://")):
+            try:
+                with anyio.fail_after(min(2.0, self.notification_timeout)):
+                    response = await self._http().get(url)
+                if response.status_code == 200:
+                    seconds = wav_duration(response.content) or seconds
+            except Exception:
+                pass
+        self._audio_cache[url] = seconds
+        return seconds
+
+
+@asynccontextmanager
+async def serve_simulator(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Run `sim` over real HTTP on `host:port` (0 = any free port); yields its base URL."""
+    async with serve_asgi(sim, host, port) as base_url:
+        if sim.base_url is None:
+            sim.base_url = base_url
+        yield base_url
