@@ -69,8 +69,28 @@ async def serve_asgi(
 
             serve = asyncio_serve
         shown = f"[{host}]" if family == socket.AF_INET6 else host
+        started = anyio.Event()
+
+        async def watched(scope: Any, receive: Any, send: Any) -> None:
+            # Yield only once the app's lifespan startup is over, so a caller can
+            # use the app (not just the socket) as soon as it has the URL.
+            if scope["type"] != "lifespan":
+                await app(scope, receive, send)
+                return
+
+            async def send_watched(message: Any) -> None:
+                if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
+                    started.set()
+                await send(message)
+
+            try:
+                await app(scope, receive, send_watched)
+            finally:
+                started.set()
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: serve(app, config, shutdown_trigger=shutdown_trigger))
+            tg.start_soon(lambda: serve(watched, config, shutdown_trigger=shutdown_trigger))
+            await started.wait()
             try:
                 yield f"http://{shown}:{bound_port}"
             finally:
