@@ -181,6 +181,7 @@ class Session:
     """One call's flow, suspended between notifications."""
 
     __slots__ = (
+        "_grace",
         "_held",
         "_inflight",
         "_last_key",
@@ -221,6 +222,7 @@ class Session:
         self._marker: int | None = None
         self._held = False
         self._task: Cancellable | None = None
+        self._grace: Cancellable | None = None
         self._last_key: _EventKey | None = None
         self._last_response: list[Command] | None = None
         self._inflight: Waiter | None = None
@@ -318,7 +320,7 @@ class Session:
         elif self._task is not None and not self.done:
             # Busy in its own I/O: let it reach a verb (which raises CallEnded)
             # or its end, within the grace period.
-            self.host.spawn(self._cancel_after_grace)
+            self._grace = self.host.spawn(self._cancel_after_grace)
         if self.observers is not None:
             for stream in self.observers:
                 stream.close()
@@ -414,6 +416,10 @@ class Session:
         finally:
             self.done = True
             self.pending = None
+            if self._grace is not None:
+                # The flow is over: no grace timer may outlive it (a FakeCall would wait it out).
+                self._grace.cancel()
+                self._grace = None
             if self._request is not None:
                 self._request.set()
             elif not self._held and self._marker is None:
