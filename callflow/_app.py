@@ -212,8 +212,9 @@ class App:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = Settings.from_env(**self._overrides)
-            if not self._settings.secret:
-                self._settings.secret = secrets.token_urlsafe(24)
+        if not self._settings.secret:
+            # Also for App(settings=...): an empty secret would open the webhook to anyone.
+            self._settings.secret = secrets.token_urlsafe(24)
         return self._settings
 
     def configure(self, settings: Settings) -> None:
@@ -314,12 +315,15 @@ class App:
         call_id = session.call.id
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
-        self._ended[call_id] = None
-        if len(self._ended) > ENDED_MEMORY:
-            self._ended.popitem(last=False)
+        self._remember_ended(call_id)
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
+
+    def _remember_ended(self, call_id: str) -> None:
+        self._ended[call_id] = None
+        if len(self._ended) > ENDED_MEMORY:
+            self._ended.popitem(last=False)
 
     async def wait_ended(self, call_id: str) -> None:
         """Wait until the call ``call_id`` is over and its flow has finished."""
@@ -469,6 +473,8 @@ class App:
             await send_json(send, 200, {"status": "ok", "calls": len(self.sessions)})
             return
         parts = path[len(prefix) + 1:].split("/") if path.startswith(prefix + "/") else []
+        if len(parts) == 1 and parts[0] in ("events", "fallback"):
+            parts = ["", parts[0]]  # no secret at all: refused below, like a wrong one
         if len(parts) != 2 or parts[1] not in ("events", "fallback"):
             await send_json(send, 404, _error("not_found", f"no such endpoint: {path}"))
             return
@@ -533,8 +539,7 @@ class App:
         return 200, payload
 
     def _render(self, session: Session, commands: list[Command]) -> Any:
-        first = not session.events_enabled
-        session.events_enabled = True
+        first, session.first_batch = session.first_batch, False
         call_id = session.call.id
         return self.platform.render_commands(
             commands, url_for=lambda step: self.action_url(call_id, step), first=first
@@ -573,6 +578,8 @@ class App:
                 pending.status = _OUTBOUND_STATUS.get(event.kind, "failed")
                 pending.reason = event.reason or event.name
                 pending.outcome.set()
+                # In all-events mode the leg's HangUp follows: answer it as an ended call's.
+                self._remember_ended(event.call_id)
                 logger.info("%s: outbound call to %s: %s", event.call_id, pending.to,
                             pending.status)
             return {"commands": []}

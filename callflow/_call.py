@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._commands import (
     Conference,
@@ -253,10 +254,12 @@ class Call:
                 await self.say(messages[min(attempt, len(messages) - 1)])
         return None
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Every notification about this call and its legs, as it arrives.
 
-        Iterate it in a task beside the flow; it ends when the call ends.
+        Iterate it in a task beside the flow; it ends when the call ends.  Events
+        are kept from the moment ``events()`` is called, even before the
+        iteration starts.
         """
         session = self._session
         session.check_alive()
@@ -264,11 +267,19 @@ class Call:
         if session.observers is None:
             session.observers = []
         session.observers.append(send)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            if session.observers is not None and send in session.observers:
-                session.observers.remove(send)
-            send.close()
+        return _drain(session, send, receive)
+
+
+async def _drain(
+    session: Session,
+    send: MemoryObjectSendStream[Event],
+    receive: MemoryObjectReceiveStream[Event],
+) -> AsyncIterator[Event]:
+    try:
+        async with receive:
+            async for event in receive:
+                yield event
+    finally:
+        if session.observers is not None and send in session.observers:
+            session.observers.remove(send)
+        send.close()

@@ -174,7 +174,7 @@ def _is_call_ended(exc: BaseException) -> bool:
     return False
 
 
-_ANSWERING_KINDS = frozenset({"digits", "resumed"})
+_ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
 
 
 class Session:
@@ -185,6 +185,7 @@ class Session:
         "_held",
         "_inflight",
         "_last_key",
+        "_start_key",
         "_last_response",
         "_marker",
         "_request",
@@ -194,7 +195,7 @@ class Session:
         "done",
         "ended",
         "ended_by",
-        "events_enabled",
+        "first_batch",
         "flow",
         "host",
         "observers",
@@ -216,7 +217,8 @@ class Session:
         self.ended_by: str | None = None
         self.done = False
         self.started = False
-        self.events_enabled = False
+        self.first_batch = False
+        self._start_key: _EventKey | None = None
         self.observers: list[MemoryObjectSendStream[Event]] | None = None
         self._request: Waiter | None = None
         self._marker: int | None = None
@@ -225,25 +227,39 @@ class Session:
         self._grace: Cancellable | None = None
         self._last_key: _EventKey | None = None
         self._last_response: list[Command] | None = None
-        self._inflight: Waiter | None = None
+        # An anyio.Event, not a Waiter: every duplicate of the notification in flight
+        # waits on it, and a Waiter wakes only its last waiter.  It lives only while a
+        # request is answered, so it costs a suspended call nothing.
+        self._inflight: anyio.Event | None = None
         call._session = self
 
     # -- the transport side ---------------------------------------------------
 
     async def handle(self, event: Event) -> list[Command] | None:
-        """Answer one notification: the commands to respond with, or None to leave the queue be."""
+        """Answer one notification: the commands to respond with, or None to leave the queue be.
+
+        ``first_batch`` tells, right after this returns, whether the commands are
+        the call's first batch (a platform may need to prefix those).
+        """
         self._observe(event)
+        self.first_batch = False
         key: _EventKey | None = None
-        if event.kind in _ANSWERING_KINDS or not self.started:
+        if event.kind in _ANSWERING_KINDS or (
+            event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg)
+        ):
             key = (event.kind, event.step, event.leg_id, event.digits)
             if key == self._last_key:  # a duplicate delivery: answer it the same way
                 if self._inflight is not None:
                     await self._inflight.wait()
+                self.first_batch = key == self._start_key
                 return self._last_response
         if not self.started:
             if event.kind in ("incoming", "answered"):
                 self.caller_leg = event.leg_id
-                return await self._respond(key, start=True)
+                self._start_key = key
+                commands = await self._respond(key, start=True)
+                self.first_batch = True
+                return commands
             return None
         if event.kind == "hangup" and (not event.leg_id or event.leg_id == self.caller_leg):
             self.end(by=event.by or "caller")
@@ -266,7 +282,7 @@ class Session:
     async def _respond(
         self, key: _EventKey | None, *, start: bool = False, answered: _Pending | None = None
     ) -> list[Command]:
-        done = Waiter()
+        done = anyio.Event()
         self._last_key, self._last_response, self._inflight = key, None, done
         ready = self._request = Waiter()
         try:
@@ -406,6 +422,8 @@ class Session:
                         raise
                     logger.exception("%s: the flow raised; apologising and hanging up",
                                      self.call.id)
+                    if isinstance(exc, FlowError):
+                        self.outbox.clear()  # a runaway queue: the caller gets the apology only
                     if not self.ended and self.host.apology:
                         self.outbox.append(Say(self.host.apology))
             if not self.ended:

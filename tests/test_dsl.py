@@ -27,7 +27,6 @@ from callflow import (
     Resume,
     Say,
 )
-from callflow._session import MAX_OUTBOX
 from callflow._settings import DEFAULT_APOLOGY
 from callflow.testing import FakeCall
 
@@ -425,7 +424,7 @@ async def test_a_flow_looping_on_say_is_stopped_and_the_caller_gets_the_apology(
     fake = await FakeCall(flow).run()
     assert isinstance(fake.error, FlowError)
     assert "without waiting" in str(fake.error)
-    assert fake.heard == ["Are you there?"] * MAX_OUTBOX + [DEFAULT_APOLOGY]
+    assert fake.heard == [DEFAULT_APOLOGY]  # the runaway queue is dropped, not played
     assert fake.commands[-1] == Hangup()
     assert fake.ended_by == "app"
 
