@@ -5,12 +5,16 @@
         call = await sim.place_inbound_call("+34600000001", "+34900000001", script=["press:1"])
         print(await call.wait_ended())
 
-See docs/reference/simulator.md.
+From another process, drive a running simulator (`callflow simulator`) over its `/simulator`
+HTTP extension with `SimulatorClient`. See docs/reference/simulator.md.
 """
 
+from ._client import SimulatorClient
 from ._clock import Clock, ClockMode, Signal
 from ._engine import Leg, SimCall
 from ._errors import ApiError, ConfigError, SimulatorError, WireError
+from ._live import LiveCaller, LiveEvent, LivePhone, Ring
+from ._load import LatencyStats, LoadGenerator, LoadResult
 from ._network import (
     DEFAULT_PHONE,
     HangUp,
@@ -41,17 +45,25 @@ __all__ = (
     "ConfigError",
     "EntryKind",
     "HangUp",
+    "LatencyStats",
     "Leg",
+    "LiveCaller",
+    "LiveEvent",
+    "LivePhone",
+    "LoadGenerator",
+    "LoadResult",
     "NetworkConfig",
     "NotificationOutcome",
     "NumberConfig",
     "Outcome",
     "Phone",
     "Press",
+    "Ring",
     "Signal",
     "SimCall",
     "Silence",
     "Simulator",
+    "SimulatorClient",
     "SimulatorError",
     "Step",
     "Talk",

@@ -1,17 +1,16 @@
-"""The simulator's REST API (`/comms/v1`) and recording downloads, as raw ASGI."""
+"""The simulator's REST API (`/comms/v1`), recording downloads and its `/simulator`
+extension, as raw ASGI."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import json
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from . import _extension
 from ._asgi import Receive, Scope, Send
 from ._errors import ApiError, WireError
+from ._http import Response, check_auth, json_response, read_object
 from ._wire import normalize_number, parse_commands, tel
 
 if TYPE_CHECKING:
@@ -24,14 +23,6 @@ _CALL = re.compile(r"^/comms/v1/calls/([^/]+)$")
 _SETCOMMANDS = re.compile(r"^/comms/v1/calls/([^/]+)/setcommands$")
 _NUMBER = re.compile(r"^/comms/v1/me/numbers/([^/]+)$")
 _RECORDING = re.compile(r"^/recordings/([0-9a-f-]+)\.wav$")
-
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
-def _json(status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
-    return status, [(b"content-type", b"application/json"), *(headers or [])], json.dumps(
-        body
-    ).encode()
 
 
 def _not_allowed() -> ApiError:
@@ -46,69 +37,24 @@ async def handle(sim: Simulator, scope: Scope, receive: Receive, send: Send) -> 
     """Answer one HTTP request; errors become BlueVia error bodies, never a crash."""
     if scope["type"] != "http":
         return
-    with sim.clock.busy():
-        try:
-            status, headers, body = await _dispatch(sim, scope, receive)
-        except ApiError as exc:
-            status, headers, body = _json(exc.status, exc.body())
-        except Exception as exc:  # a bug here must not take the simulator down
-            error = ApiError(500, "SVC", 0, "Internal error: %1", (type(exc).__name__,))
-            status, headers, body = _json(500, error.body())
+    try:
+        if scope["path"] == _extension.PREFIX or scope["path"].startswith(
+            _extension.PREFIX + "/"
+        ):
+            _base(sim, scope)
+            check_auth(sim, scope)
+            # not under busy(): its long poll waits for simulated time to pass
+            status, headers, body = await _extension.dispatch(sim, scope, receive)
+        else:
+            with sim.clock.busy():
+                status, headers, body = await _dispatch(sim, scope, receive)
+    except ApiError as exc:
+        status, headers, body = json_response(exc.status, exc.body())
+    except Exception as exc:  # a bug here must not take the simulator down
+        error = ApiError(500, "SVC", 0, "Internal error: %1", (type(exc).__name__,))
+        status, headers, body = json_response(500, error.body())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(sim: Simulator, scope: Scope, receive: Receive) -> bytes:
-    too_large = ApiError(413, "SVC", 6, "Request body too large")
-    for name, value in scope.get("headers", []):
-        if name.lower() == b"content-length":
-            try:
-                if int(value) > sim.max_body_size:
-                    raise too_large
-            except ValueError:
-                raise WireError("Content-Length") from None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > sim.max_body_size:
-            raise too_large
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _json_body(sim: Simulator, scope: Scope, receive: Receive) -> dict[str, Any]:
-    raw = await _read_body(sim, scope, receive)
-    try:
-        body = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        raise WireError("body", detail="not JSON") from None
-    if not isinstance(body, dict):
-        raise WireError("body", detail="not a JSON object")
-    return body
-
-
-def _check_auth(sim: Simulator, scope: Scope) -> None:
-    denied = ApiError(401, "SEC", 1, "Authentication failed")
-    header = next(
-        (v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), None
-    )
-    if header is None or not header[:6].lower() == b"basic ":
-        raise denied
-    try:
-        user, _, password = base64.b64decode(header[6:].strip(), validate=True).partition(b":")
-    except (binascii.Error, ValueError):
-        raise denied from None
-    ok_user = hmac.compare_digest(user, sim.api_key.encode())
-    ok_password = hmac.compare_digest(password, sim.api_secret.encode())
-    if not (ok_user and ok_password):
-        raise denied
 
 
 def _base(sim: Simulator, scope: Scope) -> str:
@@ -155,7 +101,7 @@ async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
         return 200, [(b"content-type", b"audio/wav")], data if method == "GET" else b""
     if not (path == PREFIX or path.startswith(PREFIX + "/")):
         raise _unknown("resource", path)
-    _check_auth(sim, scope)
+    check_auth(sim, scope)
 
     if path == PREFIX + "/calls":
         if method != "POST":
@@ -167,7 +113,7 @@ async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
         call = sim.calls.get(match[1])
         if call is None:
             raise _unknown("call", match[1])
-        body = await _json_body(sim, scope, receive)
+        body = await read_object(sim, scope, receive)
         if call.terminated:
             raise ApiError(409, "SVC", 5, "Call already terminated: %1", (call.call_id,))
         call.set_commands(parse_commands(body))
@@ -183,14 +129,14 @@ async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
         if "fields" in query:
             wanted = {f.strip() for v in query["fields"] for f in v.split(",") if f.strip()}
             obj = {k: v for k, v in obj.items() if k == "callId" or k in wanted}
-        return _json(200, obj)
+        return json_response(200, obj)
     if match := _NUMBER.match(path):
         number = normalize_number(match[1], "number")
         if method == "GET":
             config = sim.account_numbers.get(number)
             if config is None:
                 raise _unknown("number", tel(number))
-            return _json(200, {
+            return json_response(200, {
                 "number": tel(number),
                 "notificationFormat": config.notification_format,
                 "voiceCallbackUrl": config.callback_url,
@@ -198,7 +144,7 @@ async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
             })
         if method != "POST":
             raise _not_allowed()
-        body = await _json_body(sim, scope, receive)
+        body = await read_object(sim, scope, receive)
         fmt = body.get("notificationFormat", "JSON")
         if not isinstance(fmt, str) or fmt.upper() != "JSON":
             raise WireError("notificationFormat")
@@ -212,7 +158,7 @@ async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
 
 
 async def _create_call(sim: Simulator, scope: Scope, receive: Receive) -> Response:
-    body = await _json_body(sim, scope, receive)
+    body = await read_object(sim, scope, receive)
     caller = normalize_number(body.get("callerId"), "callerId")
     destination = normalize_number(body.get("destination"), "destination")
     callback = _url_field(body, "callbackUrl")
@@ -227,4 +173,4 @@ async def _create_call(sim: Simulator, scope: Scope, receive: Receive) -> Respon
         caller, destination, callback_url=callback, fallback_url=fallback, all_events=all_events
     )
     location = f"{_base(sim, scope)}{PREFIX}/calls/{call.call_id}"
-    return _json(201, {"callId": call.call_id}, [(b"location", location.encode())])
+    return json_response(201, {"callId": call.call_id}, [(b"location", location.encode())])

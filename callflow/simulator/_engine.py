@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from ._simulator import Simulator
 
 __all__ = ("Leg", "SimCall")
+
+logger = logging.getLogger("callflow.simulator")
 
 SECONDS_PER_WORD = 0.4
 BEEP_SECONDS = 0.3
@@ -242,6 +245,8 @@ class SimCall:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        logger.info("%s: %s call %s → %s", self.call_id, self.direction, self.main.caller,
+                    self.main.destination)
         try:
             async with anyio.create_task_group() as tg:
                 self.clock.spawn(tg, self._notifier)
@@ -253,9 +258,16 @@ class SimCall:
             self.transcript.ended = True
             self.transcript.duration = round(self.clock.now() - self.started, 3)
             self._ended.set()
+            for observer in tuple(self.sim.observers):
+                observer(self, None)
+            last = self.transcript.texts("hangup")
+            logger.info("%s: ended after %.1fs%s", self.call_id, self.transcript.duration,
+                        f" ({last[-1]})" if last else "")
 
     async def _engine(self) -> None:
         with anyio.CancelScope() as self._engine_scope:
+            if self._ended_by is not None:  # hung up before the engine started
+                self._engine_scope.cancel()
             async with anyio.create_task_group() as ptg:
                 self._ptg = ptg
                 try:
@@ -339,10 +351,8 @@ class SimCall:
 
     async def _run_queue(self) -> None:
         while True:
-            if not self.queue and not await self.changed.wait_for(
-                lambda: bool(self.queue), self.sim.idle_timeout
-            ):
-                await self._stop("application", reason="idle")
+            if not self.queue:
+                await self._wait_for_commands()
             command = self.queue.popleft()
             with anyio.CancelScope() as scope:
                 self._command_scope = scope
@@ -351,6 +361,25 @@ class SimCall:
                 finally:
                     self._command_scope = None
                     self._listening = False
+
+    async def _wait_for_commands(self) -> None:
+        """The call is idle: wait for setcommands; hang up after `idle_timeout` without any.
+
+        An idle call waits on the application, an outside party, just as a notification in
+        flight does. So under the virtual clock it holds time still for up to `idle_hold`
+        real seconds: a flow busy with its own I/O (a database, a CRM) pushes its next
+        commands to a call that is where the flow left it, instead of one whose 60 s of
+        idleness went by in an instant. Only an application that stays silent longer than
+        that lets virtual time run on to the idle hang-up.
+        """
+        hold = self.sim.idle_hold if self.clock.mode == "virtual" else 0.0
+        if hold > 0:
+            with self.clock.busy(), anyio.move_on_after(hold):  # real time, like HTTP limits
+                await self.changed.wait_for(lambda: bool(self.queue))
+            if self.queue:
+                return
+        if not await self.changed.wait_for(lambda: bool(self.queue), self.sim.idle_timeout):
+            await self._stop("application", reason="idle")
 
     # -- commands -------------------------------------------------------------------------
 
@@ -480,11 +509,7 @@ class SimCall:
             else:
                 self._log("ringing", f"{leg.destination} ringing", leg)
                 self._event("Ringing", leg)
-                if outcome == "no-answer" or phone.after >= timeout:
-                    await self.clock.sleep(timeout)
-                    outcome = "no-answer"
-                else:
-                    await self.clock.sleep(phone.after)
+                outcome = await phone.ring(self.clock, leg, timeout)
         except BaseException:
             # a losing or abandoned leg is hung up by the platform
             self._leg_ended(leg, "fromApplication")
@@ -654,6 +679,7 @@ class SimCall:
 
     def _log(self, kind: EntryKind, text: str, leg: Leg | None = None, **data: Any) -> None:
         at = round(self.clock.now() - self.started, 3)
-        self.transcript.entries.append(
-            TranscriptEntry(at, kind, text, leg.leg_id if leg else None, data)
-        )
+        entry = TranscriptEntry(at, kind, text, leg.leg_id if leg else None, data)
+        self.transcript.entries.append(entry)
+        for observer in tuple(self.sim.observers):  # sim.subscribe(): live watchers
+            observer(self, entry)

@@ -1,19 +1,24 @@
 """Exceptions raised by the simulator.
 
-    SimulatorError
-    ├── ApiError           an error response of the REST API (status + BlueVia error body)
-    │   └── WireError      a request or response body that does not follow the protocol
-    └── ConfigError        a bad phone/number configuration or script step
+Its own tree, under callflow's root (so the command line shows any of them as one line)::
+
+    callflow.CallflowError
+    └── SimulatorError
+        ├── ApiError           an error response of the REST API (status + BlueVia error body)
+        │   └── WireError      a request or response body that does not follow the protocol
+        └── ConfigError        a bad phone/number configuration or script step
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .._exceptions import CallflowError
+
 __all__ = ("ApiError", "ConfigError", "SimulatorError", "WireError")
 
 
-class SimulatorError(Exception):
+class SimulatorError(CallflowError):
     """Root of the simulator's exceptions."""
 
 

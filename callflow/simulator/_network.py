@@ -50,11 +50,17 @@ class WaitFor:
 
 @dataclass(frozen=True)
 class Press:
-    """Press `keys`; unless `now`, first wait until the platform is listening for keys."""
+    """Press `keys`; unless `now`, first wait until the platform is listening for keys.
+
+    With `after_prompt`, first wait until a prompt has finished after this step began: what
+    a person does ("listen to the next thing said, then answer"), and what keeps two presses
+    in a row out of the same `getDigits` (`callflow call --press`).
+    """
 
     keys: str
     now: bool = False
     gap: float = 0.2
+    after_prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,19 +100,19 @@ def _seconds(text: str, step: str) -> float:
 
 
 def parse_step(text: str) -> Step:
-    """Parse one step: `wait:TEXT`, `press:KEYS`, `press-now:KEYS`, `silence:S`, `talk:S`,
-    `hangup` or `hangup:S`."""
+    """Parse one step: `wait:TEXT`, `press:KEYS`, `press-now:KEYS`, `press-next:KEYS`,
+    `silence:S`, `talk:S`, `hangup` or `hangup:S`."""
     name, _, arg = text.partition(":")
     name = name.strip().lower().replace("_", "-")
     if name in ("wait", "wait-for", "expect"):
         if not arg:
             raise ConfigError("wait: needs the text to wait for, e.g. wait:sales")
         return WaitFor(arg)
-    if name in ("press", "press-now"):
+    if name in ("press", "press-now", "press-next"):
         keys = arg.strip()
         if not keys or set(keys) - _VALID_KEYS:
-            raise ConfigError(f"press: {keys!r} is not a string of keys 0-9 * #")
-        return Press(keys, now=name == "press-now")
+            raise ConfigError(f"{name}: {keys!r} is not a string of keys 0-9 * #")
+        return Press(keys, now=name == "press-now", after_prompt=name == "press-next")
     if name in ("silence", "silent", "pause"):
         return Silence(_seconds(arg or "0", name))
     if name == "talk":
@@ -163,6 +169,11 @@ async def run_script(clock: Clock, line: Line, steps: Iterable[Step]) -> None:
             if not await line.changed.wait_for(found, step.timeout):
                 continue
         elif isinstance(step, Press):
+            if step.after_prompt:
+                mark = len(line.heard)
+                await line.changed.wait_for(
+                    lambda mark=mark: len(line.heard) > mark or not line.live  # type: ignore[misc]
+                )
             for index, key in enumerate(step.keys):
                 if not step.now and not await line.changed.wait_for(
                     lambda: line.listening or not line.live
@@ -219,6 +230,18 @@ class Phone:
         if hang_up_after is not None:
             steps.append(HangUp(hang_up_after))
         return cls("answer", after, tuple(steps))
+
+    async def ring(self, clock: Clock, line: Line, timeout: float) -> Outcome:
+        """Ring `line` until this phone's outcome; `no-answer` if `timeout` passes first.
+
+        The engine calls it while the line rings (not for `unreachable` or `fail`). A phone
+        decided at run time overrides it (`LivePhone`: a person answers).
+        """
+        if self.outcome == "no-answer" or self.after >= timeout:
+            await clock.sleep(timeout)
+            return "no-answer"
+        await clock.sleep(self.after)
+        return self.outcome
 
     @classmethod
     def busy(cls, after: float = 1.0) -> Phone:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -13,12 +13,14 @@ from typing import Any
 import anyio
 import httpx
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._asgi import Receive, Scope, Send
 from ._clock import Clock
 from ._conference import Conferences
 from ._engine import UNKNOWN_AUDIO_SECONDS, SimCall
 from ._errors import ConfigError, SimulatorError, WireError
+from ._live import LiveEvent, Observer, subscribe
 from ._network import (
     DEFAULT_PHONE,
     NetworkConfig,
@@ -61,6 +63,7 @@ class Simulator:
         http_client: httpx.AsyncClient | None = None,
         notification_timeout: float = 10.0,
         idle_timeout: float = 60.0,
+        idle_hold: float | None = None,
         outbound_ring_timeout: float = 60.0,
         default_phone: Phone = DEFAULT_PHONE,
         config: NetworkConfig | str | Path | None = None,
@@ -72,6 +75,9 @@ class Simulator:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.notification_timeout = notification_timeout
         self.idle_timeout = idle_timeout
+        # Real seconds an idle call holds virtual time for the app (see SimCall): as long as
+        # the app gets to answer a notification, unless chosen.
+        self.idle_hold = notification_timeout if idle_hold is None else idle_hold
         self.outbound_ring_timeout = outbound_ring_timeout
         self.default_phone = default_phone
         self.max_body_size = max_body_size
@@ -80,6 +86,7 @@ class Simulator:
         self.calls: dict[str, SimCall] = {}
         self.conferences = Conferences()
         self.recordings: dict[str, bytes] = {}
+        self.observers: list[Observer] = []  # see subscribe()
         self.epoch = time.time()
         self._client = http_client
         self._owns_client = http_client is None
@@ -121,6 +128,13 @@ class Simulator:
             raise ConfigError(f"{number!r} is not a phone number") from None
 
     # -- calls ------------------------------------------------------------------------------
+
+    def subscribe(
+        self, call: SimCall | None = None
+    ) -> AbstractContextManager[MemoryObjectReceiveStream[LiveEvent]]:
+        """Every call's transcript entries as they happen (see `callflow.simulator._live`):
+        `with sim.subscribe() as events: async for event in events: ...`"""
+        return subscribe(self, call)
 
     def transcript(self, call_id: str) -> Transcript:
         """The transcript (so far) of a call."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +115,26 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transcript:
+        """The transcript of `to_dict()` (e.g. fetched from a simulator's HTTP extension)."""
+        try:
+            entries = [
+                TranscriptEntry(
+                    float(e["at"]), e["kind"], str(e["text"]), e.get("leg_id"),
+                    dict(e.get("data") or {}),
+                )
+                for e in data["entries"]
+            ]
+            duration = data.get("duration")
+            return cls(
+                str(data["call_id"]), str(data["caller"]), str(data["callee"]),
+                data["direction"], entries, bool(data.get("ended", False)),
+                None if duration is None else float(duration),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a transcript: {exc!r}") from None
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """The transcript as JSON (see the reference docs for the shape)."""

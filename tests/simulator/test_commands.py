@@ -135,7 +135,8 @@ async def test_caller_hangup_notification_from_participant() -> None:
 
 async def test_idle_hangup_after_60_seconds() -> None:
     app = App({"/voice": lambda n: None})
-    transcript = await run_call(app)
+    # idle_hold: how long (real time) an idle call waits for the app before virtual time runs
+    transcript = await run_call(app, idle_hold=0.1)
     assert transcript.entries[-1].kind == "hangup"
     assert transcript.entries[-1].at == pytest.approx(60)
 
