@@ -29,7 +29,11 @@ USER_MODULES = {
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
     "_cli",       # the command line (the core never imports it)
+    "_cmd_call",  # callflow call: app and simulator in one process
+    "_cmd_dev",   # callflow dev: the interactive terminal telephone
+    "_cmd_simulator",  # callflow simulator: the simulator as a server
     "_loader",    # loads a flows file for the command line
+    "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
     "_server",    # runs an app under hypercorn for the command line
     "_session",   # the session runtime
     "_spawner",   # cheap per-call tasks
@@ -120,7 +124,7 @@ def test_user_modules_are_exported(name: str) -> None:
 @pytest.mark.parametrize(
     ("namespace", "private"),
     [
-        (callflow.platforms, ["_base", "_bluevia"]),
+        (callflow.platforms, ["_base", "_bluevia", "_registry", "_twilio", "_telnyx"]),
         (callflow.testing, ["_fake"]),
     ],
     ids=["platforms", "testing"],
