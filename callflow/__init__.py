@@ -34,6 +34,7 @@ from ._exceptions import (
     NotificationError,
     OutboundCallError,
     PlatformError,
+    UnsupportedFeature,
 )
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
@@ -73,6 +74,7 @@ __all__ = (
     "Resume",
     "Say",
     "Settings",
+    "UnsupportedFeature",
     "Voice",
     "__version__",
     "flow",

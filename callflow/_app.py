@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import hmac
+import inspect
 import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, cast, overload
 from urllib.parse import parse_qsl, quote
+from xml.etree import ElementTree
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from ._asgi import BodyTooLarge, read_body, send_json
+from ._asgi import BodyTooLarge, read_body, send_json, send_reply
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
 from ._events import LEG_FAILURES, Event
@@ -27,19 +31,24 @@ from ._exceptions import (
     NotificationError,
     OutboundCallError,
     PlatformError,
+    UnsupportedFeature,
 )
 from ._results import DialStatus
+from ._runner import Runner
 from ._session import Flow, Session
 from ._settings import Settings
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
-from .platforms import ApiRequest, Platform, get_platform
+from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
 
 __all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
 
 logger = logging.getLogger("callflow")
 
 _OUTBOUND_STATUS: dict[str, DialStatus] = {"busy": "busy", "no_answer": "no_answer"}
+
+_PUSH_NAMES = {"bluevia": "setcommands", "twilio": "call update"}
+"""What pushing commands is called on each platform, for the logs."""
 
 ENDED_MEMORY = 10_000
 """How many ended call ids are remembered, to answer their late notifications harmlessly."""
@@ -113,6 +122,7 @@ class App:
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._end_waiters: dict[str, anyio.Event] = {}
         self._outbound: dict[str, _Outbound] = {}
+        self._runners: dict[str, Runner] = {}
         self._tg: TaskGroup | None = None
         self._spawner: Spawner | None = None
         self._client: httpx.AsyncClient | None = None
@@ -228,8 +238,9 @@ class App:
 
     @property
     def platform(self) -> Platform:
+        """The adapter for ``settings.platform``; ``ConfigurationError`` without credentials."""
         if self._platform is None:
-            self._platform = get_platform(self.settings.platform)
+            self._platform = get_platform(self.settings)
         return self._platform
 
     # SessionHost
@@ -246,6 +257,18 @@ class App:
         return self.settings.apology
 
     @property
+    def keepalive(self) -> float | None:
+        return self.settings.keepalive if self.platform.keepalive else None
+
+    def check(self, command: Command) -> None:
+        self.platform.check(command)
+
+    # RunnerHost
+    @property
+    def push_retries(self) -> int:
+        return self.settings.push_retries
+
+    @property
     def callback_url(self) -> str:
         """The URL the platform posts notifications to (with the secret)."""
         s = self.settings
@@ -259,19 +282,32 @@ class App:
     def action_url(self, call_id: str, step: int) -> str:
         return f"{self.callback_url}?call={quote(call_id, safe='')}&step={step}"
 
+    def check_platform(self) -> list[str]:
+        """Warn (and return the warnings) about what the flows use that the platform lacks.
+
+        A static look at the flows' source files for verb calls with options the
+        platform does not support (``call.gather(valid_digits=...)`` on Twilio...).
+        It cannot see everything a flow does; the verb itself raises
+        ``UnsupportedFeature`` when a flow reaches it.
+        """
+        warnings = _static_check(self.platform, [spec.func for spec in self._flows.values()])
+        for warning in warnings:
+            logger.warning("%s", warning)
+        return warnings
+
     # -- running -----------------------------------------------------------------------
 
     async def __aenter__(self) -> App:
         if self._stack is not None:
             raise RuntimeError("the app is already running")
+        self.check_platform()  # warnings only: a verb raises when a flow reaches it
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
             s = self.settings
             self._client = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    base_url=s.platform_url,
-                    auth=(s.api_key, s.api_secret),
+                    **self.platform.client_options(),
                     timeout=s.push_timeout,
                     transport=self._transport,
                 )
@@ -305,6 +341,7 @@ class App:
         finally:
             self._client = None
             self.sessions.clear()
+            self._runners.clear()
 
     def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
         if self._spawner is None:
@@ -320,6 +357,12 @@ class App:
         if waiter is not None:
             waiter.set()
 
+    def runner_finished(self, runner: Runner) -> None:
+        call_id = runner.session.call.id
+        if self._runners.get(call_id) is runner:
+            del self._runners[call_id]
+        self._remember_ended(call_id)
+
     def _remember_ended(self, call_id: str) -> None:
         self._ended[call_id] = None
         if len(self._ended) > ENDED_MEMORY:
@@ -334,64 +377,62 @@ class App:
 
     # -- the platform's REST API ------------------------------------------------------------
 
-    async def _request(self, request: ApiRequest) -> httpx.Response:
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client for the platform's REST API (while the app runs)."""
         if self._client is None:
             raise RuntimeError("the app is not running")
-        return await self._client.request(
-            request.method, request.path, json=request.json, headers=dict(request.headers)
-        )
+        return self._client
 
     async def push(self, session: Session, commands: list[Command]) -> None:
         call_id = session.call.id
-        body = self._render(session, commands)
-        request = self.platform.set_commands_request(call_id, body)
+        runner = self._runners.get(call_id)
+        if runner is not None:
+            runner.push(commands)
+            return
+        if self.platform.mode == "execute":
+            raise PlatformError(f"call {call_id} has no command runner")
         delay = 0.25
         attempts = max(1, self.settings.push_retries)
+        what = _PUSH_NAMES.get(self.platform.name, "push")
         for attempt in range(1, attempts + 1):
             try:
-                response = await self._request(request)
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 300:
-                    logger.info("%s → %s via setcommands", call_id, _summary(body))
-                    return
-                if response.status_code in (404, 409):
+                await self.platform.push(self.http, call_id, commands,
+                                         url_for=self._url_for(call_id))
+            except PlatformError as exc:
+                if exc.gone:
                     session.end(by="caller")
                     return
-                if response.status_code < 500:
-                    raise PlatformError(
-                        f"setcommands refused ({response.status_code}): {response.text[:200]}",
-                        status=response.status_code, body=response.text,
-                    )
-                problem = f"HTTP {response.status_code}"
-            logger.warning("%s: setcommands attempt %d/%d failed: %s", call_id, attempt,
-                           attempts, problem)
+                if exc.status is not None and exc.status < 500:
+                    raise
+                problem = f"HTTP {exc.status}" if exc.status is not None else str(exc)
+            else:
+                logger.info("%s → %s by REST", call_id, _summary(commands))
+                return
+            logger.warning("%s: %s attempt %d/%d failed: %s", call_id, what, attempt, attempts,
+                           problem)
             if attempt < attempts:
                 await anyio.sleep(delay)
                 delay *= 2
-        raise PlatformError(f"setcommands failed {attempts} times")
+        raise PlatformError(f"{what} failed {attempts} times")
 
     async def configure_numbers(self) -> dict[str, str]:
         """Point each of the app's numbers at this app; returns number → callback URL."""
         configured: dict[str, str] = {}
         for number in self._numbers:
-            request = self.platform.configure_number_request(
-                number, callback_url=self.callback_url, fallback_url=self.fallback_url
-            )
             try:
-                response = await self._request(request)
-            except httpx.HTTPError as exc:
-                raise PlatformError(
-                    f"could not reach the platform at {self.settings.platform_url} to configure "
-                    f"{number}: {exc}"
-                ) from exc
-            if response.status_code >= 300:
-                raise PlatformError(
-                    f"the platform refused to configure {number} ({response.status_code}): "
-                    f"{response.text[:200]}",
-                    status=response.status_code, body=response.text,
+                done = await self.platform.configure_number(
+                    self.http, number, callback_url=self.callback_url,
+                    fallback_url=self.fallback_url,
                 )
+            except PlatformError as exc:
+                if exc.status is None:
+                    raise PlatformError(
+                        f"could not reach the platform at {self.settings.api_url} to "
+                        f"configure {number}: {exc}"
+                    ) from exc
+                raise
+            logger.info("configured %s", done)
             configured[number] = self.callback_url
         return configured
 
@@ -416,20 +457,16 @@ class App:
         pending = _Outbound(spec, _normalise(to), _normalise(caller), data)
         self._outbound[token] = pending
         try:
-            request = self.platform.create_call_request(
-                to=pending.to, caller_id=pending.caller_id,
-                callback_url=f"{self.callback_url}?out={token}", fallback_url=self.fallback_url,
-            )
             try:
-                response = await self._request(request)
-            except httpx.HTTPError as exc:
-                raise OutboundCallError(f"could not reach the platform: {exc}") from exc
-            try:
-                call_id = self.platform.call_id_from_create_response(
-                    response.status_code, response.content
+                call_id = await self.platform.create_call(
+                    self.http, to=pending.to, caller_id=pending.caller_id,
+                    callback_url=f"{self.callback_url}?out={token}",
+                    fallback_url=self.fallback_url,
                 )
             except PlatformError as exc:
-                raise OutboundCallError(str(exc), status=exc.status, body=exc.body) from exc
+                message = str(exc) if exc.status is not None else (
+                    f"could not reach the platform: {exc}")
+                raise OutboundCallError(message, status=exc.status, body=exc.body) from exc
             logger.info("%s: calling %s from %s with flow %s", call_id, pending.to,
                         pending.caller_id, spec.name)
             with anyio.move_on_after(self.settings.outbound_timeout):
@@ -499,51 +536,119 @@ class App:
             await send_json(send, 413, _error("too_large",
                                               f"notifications are limited to {s.max_body} bytes"))
             return
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        raw_query: bytes = scope.get("query_string", b"")
+        query_text = raw_query.decode("latin-1")
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        webhook = Webhook(
+            method=scope["method"],
+            # Signatures cover the URL the platform was given: the public one.
+            url=f"{s.public_url}{raw_path.decode('latin-1')}"
+                + (f"?{query_text}" if query_text else ""),
+            path=path,
+            query=dict(parse_qsl(query_text)),
+            headers={k.decode("latin-1").lower(): v.decode("latin-1")
+                     for k, v in scope.get("headers", [])},
+            body=body,
+        )
         try:
-            status, payload = await self.handle_notification(
-                body, query, fallback=parts[1] == "fallback"
-            )
+            reply = await self.handle_webhook(webhook, fallback=parts[1] == "fallback")
         except NotificationError as exc:
             logger.warning("refused a notification: %s", exc.message)
             await send_json(send, exc.status, _error(exc.code, exc.message))
             return
-        await send_json(send, status, payload)
+        await send_reply(send, reply.status, reply.body, reply.content_type)
 
-    async def handle_notification(
-        self, body: bytes, query: Mapping[str, str], *, fallback: bool = False
-    ) -> tuple[int, Any]:
-        """One notification in, one response out: ``(status, JSON body)``.
+    async def handle_webhook(self, webhook: Webhook, *, fallback: bool = False) -> Reply:
+        """One webhook in, one reply out.
 
-        Raises ``NotificationError`` for what the platform should not have sent.
+        Raises ``NotificationError`` for what the platform should not have sent
+        (a bad signature, a malformed body, an unknown call).
         """
-        event = self.platform.parse_notification(body, query)
-        call_id = event.call_id
-        logger.info("%s ← %s%s%s", call_id, event.name or event.kind,
+        platform = self.platform
+        platform.verify(webhook)
+        events = platform.parse(webhook)
+        if platform.mode == "execute":
+            for event in events:
+                await self._dispatch(event, webhook.query)
+            return platform.reply(None, url_for=_no_url, first=False)
+        answer: tuple[str, list[Command], bool] | None = None
+        for event in events:
+            call_id, commands, first = await self._handle_event(event, webhook.query, fallback)
+            if commands is not None:
+                answer = (call_id, commands, first)
+        direct = platform.direct_reply(webhook)
+        if direct is not None:
+            return direct
+        if answer is None:
+            return platform.reply(None, url_for=_no_url, first=False)
+        call_id, commands, first = answer
+        try:
+            reply = platform.reply(commands, url_for=self._url_for(call_id), first=first)
+        except UnsupportedFeature as exc:  # a command that skipped Session.queue's check
+            logger.error("%s: %s; apologising and hanging up", call_id, exc)
+            session = self.sessions.get(call_id)
+            if session is not None:
+                session.end(by="app")
+            reply = platform.reply(self._apology(), url_for=_no_url, first=False)
+        logger.info("%s → %s", call_id, _wire_summary(reply))
+        return reply
+
+    def _url_for(self, call_id: str) -> UrlFor:
+        return lambda step: self.action_url(call_id, step)
+
+    def _log_event(self, event: Event) -> None:
+        logger.info("%s ← %s%s%s", event.call_id, event.name or event.kind,
                     f" step {event.step}" if event.step is not None else "",
                     f" digits {event.digits!r}" if event.digits is not None else "")
+
+    async def _handle_event(
+        self, event: Event, query: Mapping[str, str], fallback: bool
+    ) -> tuple[str, list[Command] | None, bool]:
+        """Feed one event to its session: ``(call id, commands or None, first batch?)``."""
+        self._log_event(event)
+        call_id = event.call_id
         session = self.sessions.get(call_id)
         if fallback or event.kind == "callback_unavailable":
-            return 200, self._fallback(event, session)
+            return call_id, self._fallback(event, session), False
         if session is None:
             if call_id in self._ended:
-                return 200, {"commands": []}
+                return call_id, None, False
             session = self._new_session(event, query)
             if session is None:
-                return 200, self._answer_orphan(event, query)
+                return call_id, self._answer_orphan(event, query), False
         commands = await session.handle(event)
-        if commands is None:
-            return 200, {"commands": []}
-        payload = self._render(session, commands)
-        logger.info("%s → %s", call_id, _summary(payload))
-        return 200, payload
-
-    def _render(self, session: Session, commands: list[Command]) -> Any:
         first, session.first_batch = session.first_batch, False
-        call_id = session.call.id
-        return self.platform.render_commands(
-            commands, url_for=lambda step: self.action_url(call_id, step), first=first
-        )
+        return call_id, commands, first
+
+    async def _dispatch(self, event: Event, query: Mapping[str, str]) -> None:
+        """``execute`` mode: hand the event to its call's runner, starting one for a new call."""
+        call_id = event.call_id
+        runner = self._runners.get(call_id)
+        if runner is not None:
+            runner.deliver(event)
+            return
+        if call_id in self._ended:
+            return
+        self._log_event(event)
+        session = self._new_session(event, query)
+        if session is None:
+            if event.kind == "incoming" and self.flow_for_number(event.callee) is None:
+                logger.error("%s: no flow answers %s and there is no default flow; rejecting",
+                             call_id, event.callee)
+                self._remember_ended(call_id)
+                try:
+                    await cast("ExecutingPlatform", self.platform).reject(self.http, event)
+                except PlatformError as exc:
+                    logger.warning("%s: could not reject the call: %s", call_id, exc)
+            elif self._answer_orphan(event, query, strict=False) is None and (
+                    event.kind == "hangup" or event.kind in LEG_FAILURES):
+                # Its hang-up overtook its start: never start it.
+                self._remember_ended(call_id)
+            return
+        runner = Runner(self, session, cast("ExecutingPlatform", self.platform), self.http,
+                        first=event, callback_url=self.callback_url)
+        self._runners[call_id] = runner
+        self.spawn(runner.run)
 
     def _new_session(self, event: Event, query: Mapping[str, str]) -> Session | None:
         direction: Direction
@@ -571,7 +676,9 @@ class App:
                     callee, spec.name)
         return session
 
-    def _answer_orphan(self, event: Event, query: Mapping[str, str]) -> Any:
+    def _answer_orphan(self, event: Event, query: Mapping[str, str], *, strict: bool = True
+                       ) -> list[Command] | None:
+        """An event for no live call: an outbound call's outcome, or a number nobody answers."""
         pending = self._outbound.get(query.get("out", ""))
         if pending is not None:
             if pending.status is None and (event.kind in LEG_FAILURES or event.kind == "hangup"):
@@ -582,27 +689,91 @@ class App:
                 self._remember_ended(event.call_id)
                 logger.info("%s: outbound call to %s: %s", event.call_id, pending.to,
                             pending.status)
-            return {"commands": []}
+            return None
         if event.kind == "incoming":
             logger.error("%s: no flow answers %s and there is no default flow; hanging up",
                          event.call_id, event.callee)
-            return self.platform.render_commands([Hangup()], url_for=lambda s: "", first=False)
-        raise NotificationError(404, "unknown_call", f"no live call {event.call_id!r}")
+            return [Hangup()]
+        if strict:
+            raise NotificationError(404, "unknown_call", f"no live call {event.call_id!r}")
+        return None
 
-    def _fallback(self, event: Event, session: Session | None) -> Any:
+    def _apology(self) -> list[Command]:
+        commands: list[Command] = [Hangup()]
+        if self.settings.apology:
+            commands.insert(0, Say(self.settings.apology))
+        return commands
+
+    def _fallback(self, event: Event, session: Session | None) -> list[Command]:
         logger.error("%s: the platform could not reach the app (%s); apologising and hanging up",
                      event.call_id, event.reason or "callback unavailable")
         if session is not None:
             session.end(by="app")
-        commands: list[Command] = [Hangup()]
-        if self.settings.apology:
-            commands.insert(0, Say(self.settings.apology))
-        return self.platform.render_commands(commands, url_for=lambda s: "", first=False)
+        return self._apology()
 
 
-def _summary(payload: Any) -> str:
-    commands = payload.get("commands", []) if isinstance(payload, dict) else []
-    names = [next(iter(c), "?") for c in commands if isinstance(c, dict)]
+def _no_url(step: int) -> str:
+    raise RuntimeError("this reply has no action URLs")
+
+
+_VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conference", "hangup",
+                    "menu"})
+
+
+def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:
+    """Verb calls in the flows' source files with an option the platform does not support."""
+    unsupported = platform.unsupported()
+    if not unsupported:
+        return []
+    files: dict[str, None] = {}
+    for func in funcs:
+        try:
+            source_file = inspect.getsourcefile(func)
+        except TypeError:
+            continue
+        if source_file:
+            files[source_file] = None
+    warnings: list[str] = []
+    for file in files:
+        try:
+            tree = ast.parse(Path(file).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in _VERBS):
+                continue
+            verb = "gather" if node.func.attr == "menu" else node.func.attr
+            found: list[tuple[str, str | None]] = (
+                [(verb, None)] if (verb, None) in unsupported else [])
+            found += [(verb, kw.arg) for kw in node.keywords if (verb, kw.arg) in unsupported]
+            for key in found:
+                what = f"{verb}({key[1]}=...)" if key[1] else f"{verb}()"
+                warnings.append(f"{file}:{node.lineno}: {platform.name} does not support "
+                                f"{what}: {unsupported[key]}")
+    return warnings
+
+
+def _summary(commands: list[Command]) -> str:
+    return _names([type(c).__name__.lower() for c in commands])
+
+
+def _wire_summary(reply: Reply) -> str:
+    """The commands of a reply as the platform sees them (BlueVia's JSON, TwiML verbs)."""
+    names: list[str] = []
+    try:
+        if reply.content_type == "application/json":
+            payload = reply.json_body()
+            commands = payload.get("commands", []) if isinstance(payload, dict) else []
+            names = [next(iter(c), "?") for c in commands if isinstance(c, dict)]
+        elif reply.body:
+            names = [child.tag for child in ElementTree.fromstring(reply.body)]
+    except (ValueError, ElementTree.ParseError):
+        return f"{len(reply.body)} bytes"
+    return _names(names)
+
+
+def _names(names: list[str]) -> str:
     if not names:
         return "no commands"
     return f"{len(names)} command{'s' if len(names) != 1 else ''}: {', '.join(names)}"

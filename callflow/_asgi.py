@@ -7,7 +7,7 @@ from typing import Any
 
 from ._types import Receive, Send
 
-__all__ = ("BodyTooLarge", "read_body", "send_json")
+__all__ = ("BodyTooLarge", "read_body", "send_json", "send_reply")
 
 
 class BodyTooLarge(Exception):
@@ -40,4 +40,12 @@ async def send_json(send: Send, status: int, payload: Any,
         raw_headers.append((b"content-type", b"application/json"))
     raw_headers.extend(headers or [])
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_reply(send: Send, status: int, body: bytes, content_type: str) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if body:
+        headers.append((b"content-type", content_type.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

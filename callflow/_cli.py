@@ -43,8 +43,11 @@ __all__ = (
 )
 
 COMMANDS: dict[str, str] = {
+    "call": "callflow._cmd_call:add_parser",
+    "dev": "callflow._cmd_dev:add_parser",
     "serve": "callflow._cli:add_serve_parser",
     "dial": "callflow._cli:add_dial_parser",
+    "simulator": "callflow._cmd_simulator:add_parser",
 }
 """Subcommand name → ``"module:function"`` that adds its parser, in the order of ``--help``."""
 
@@ -252,7 +255,8 @@ def settings_from_args(app: App, args: argparse.Namespace, listening_url: str) -
         overrides["public_url"] = listening_url
     settings = dataclasses.replace(base, **overrides)
     settings.public_url = _check_url("public URL", settings.public_url)
-    settings.platform_url = _check_url("platform URL", settings.platform_url)
+    if settings.platform_url:  # empty: the platform's own API (Settings.api_url)
+        settings.platform_url = _check_url("platform URL", settings.platform_url)
     return settings
 
 
@@ -360,9 +364,9 @@ def _banner(app: App, headline: str, listening_url: str) -> None:
         _say(f"public URL:   {s.public_url}")
     _say(f"callback URL: {app.callback_url}")
     _say(f"fallback URL: {app.fallback_url}")
-    _say(f"platform:     {s.platform_url} ({s.platform})")
-    if _is_loopback(s.public_url) and not _is_loopback(s.platform_url):
-        _say(f"  note: the platform at {s.platform_url} cannot reach {s.public_url}; pass "
+    _say(f"platform:     {s.api_url} ({s.platform})")
+    if _is_loopback(s.public_url) and not _is_loopback(s.api_url):
+        _say(f"  note: the platform at {s.api_url} cannot reach {s.public_url}; pass "
              "--public-url with an address it can reach (e.g. a tunnel's)")
 
 
@@ -385,7 +389,7 @@ async def _configure_numbers(app: App) -> None:
 
 
 def _platform_hint(app: App, message: str, status: int | None, *, configuring: bool) -> str:
-    url = app.settings.platform_url
+    url = app.settings.api_url
     if status in (401, 403):
         hint = "check --api-key and --api-secret (CALLFLOW_API_KEY, CALLFLOW_API_SECRET)"
     else:

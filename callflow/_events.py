@@ -23,6 +23,7 @@ EventKind: TypeAlias = Literal[
     "recording_started",
     "recording_stopped",
     "callback_unavailable",
+    "other",
 ]
 HangupBy: TypeAlias = Literal["caller", "app"]
 
@@ -34,7 +35,10 @@ class Event:
     """One notification from the platform about a call or one of its legs.
 
     ``caller`` and ``callee`` are the leg's parties in E.164 (``+34…``);
-    ``step`` is set on answers to a blocking verb (digits, resumed).
+    ``step`` is set on answers to a blocking verb (digits, resumed).  ``id`` is
+    the platform's own id for the notification when it has one (Telnyx), which
+    tells a redelivery from a new event.  Kind ``other`` is a notification with
+    no neutral meaning (``name`` says which: Telnyx ``call.bridged``...).
     """
 
     kind: EventKind
@@ -50,4 +54,5 @@ class Event:
     reason: str | None = None
     by: HangupBy | None = None
     name: str = ""
+    id: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

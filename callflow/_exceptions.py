@@ -8,8 +8,9 @@ The tree::
     │   └── FlowNotFound       no flow is registered under that name or number
     ├── NotificationError      a webhook the app cannot accept (bad JSON, missing field, forged)
     ├── FlowError              a flow misused the API (e.g. queued too many commands)
-    └── PlatformError          the platform's REST API refused or failed a request
-        └── OutboundCallError  an outbound call could not be placed
+    ├── PlatformError          the platform's REST API refused or failed a request
+    │   └── OutboundCallError  an outbound call could not be placed
+    └── UnsupportedFeature     the platform cannot do what the flow asked (a verb or an option)
 
 Expected outcomes (a busy line, a gather that timed out) are values on results,
 never exceptions.
@@ -26,6 +27,7 @@ __all__ = (
     "NotificationError",
     "OutboundCallError",
     "PlatformError",
+    "UnsupportedFeature",
 )
 
 
@@ -69,13 +71,37 @@ class FlowError(CallflowError):
 
 
 class PlatformError(CallflowError):
-    """The platform's REST API refused or failed a request."""
+    """The platform's REST API refused or failed a request.
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+    ``status`` is the HTTP status (None when the platform was not reached), and
+    ``gone`` is true when the platform said the call no longer exists, so there
+    is nothing to retry.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "",
+                 gone: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.gone = gone
 
 
 class OutboundCallError(PlatformError):
     """An outbound call could not be placed."""
+
+
+class UnsupportedFeature(CallflowError):
+    """The platform the app runs on cannot do what the flow asked.
+
+    Raised from the verb that asked for it (so the flow can catch it and do
+    without), naming the verb, the option when it is one, and the platform.
+    """
+
+    def __init__(self, verb: str, platform: str, *, option: str | None = None,
+                 hint: str = "") -> None:
+        what = f"{verb}({option}=...)" if option else f"{verb}()"
+        message = f"{platform} does not support {what}"
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.verb = verb
+        self.platform = platform
+        self.option = option

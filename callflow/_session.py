@@ -10,7 +10,10 @@ it blocks again is that notification's response.  When the flow is slow (it
 awaits its own I/O past the response budget) the response carries what is
 queued plus a ``Resume`` marker, and the rest travels on the marker's callback;
 with nothing queued the response is empty and the rest goes out through the
-platform's REST API when the flow is ready (``SessionHost.push``).
+platform's REST API when the flow is ready (``SessionHost.push``).  A platform
+that hangs up a call with nothing left to do (Twilio) sets ``keepalive``: then
+the empty response is a short ``Pause`` and a marker instead, a hold loop that
+lasts until the flow has something to say.
 
 Per-call state is a handful of slots, the step counter and the outbox: enough
 for a later durable mode to rebuild a call by replaying a flow against the
@@ -33,6 +36,7 @@ from ._commands import (
     Dial,
     Gather,
     Hangup,
+    Pause,
     Record,
     Resume,
     Say,
@@ -73,6 +77,17 @@ class SessionHost(Protocol):
     def apology(self) -> str | None:
         """What the caller hears when the flow raises."""
 
+    @property
+    def keepalive(self) -> float | None:
+        """Seconds of each hold pause while a slow flow has nothing to say.
+
+        None when the platform keeps a call with nothing to do up by itself
+        (BlueVia), so a slow flow's response may simply be empty.
+        """
+
+    def check(self, command: Command) -> None:
+        """Raise ``UnsupportedFeature`` when the platform cannot carry ``command``."""
+
     def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
         """Run ``func`` in a task that outlives the current request."""
 
@@ -87,7 +102,7 @@ class _Pending:
     """The blocking verb a flow is suspended on, and what its answer collected so far."""
 
     __slots__ = ("answered_at", "command", "done", "ended", "failures", "hung_up_at", "leg",
-                 "number", "recording", "result")
+                 "legs", "number", "recording", "result", "talked")
 
     def __init__(self, command: BlockingCommand) -> None:
         self.command = command
@@ -96,13 +111,19 @@ class _Pending:
         self.result: Any = None
         self.recording: tuple[str | None, float] | None = None
         self.leg: str | None = None
+        self.legs: set[str] | None = None
         self.number: str | None = None
         self.answered_at: float | None = None
         self.hung_up_at: float | None = None
+        self.talked: float | None = None
         self.failures: list[tuple[str, str | None]] = []
 
-    def feed(self, event: Event, caller_leg: str) -> bool:
-        """Take one event; true when it answers the verb (``result`` is then set)."""
+    def feed(self, event: Event, caller_leg: str, spent: set[str] | None = None) -> bool:
+        """Take one event; true when it answers the verb (``result`` is then set).
+
+        ``spent`` are the legs of earlier dials: their late or re-delivered events
+        must not answer (or fail) this one.
+        """
         command = self.command
         if isinstance(command, Gather):
             if event.kind == "digits" and event.step in (command.step, None):
@@ -117,17 +138,24 @@ class _Pending:
             return True
         if isinstance(command, Record) and event.kind == "recording_stopped":
             self.recording = (event.recording_url, event.duration or 0.0)
-        elif isinstance(command, Dial) and event.leg_id and event.leg_id != caller_leg:
+        elif (isinstance(command, Dial) and event.leg_id and event.leg_id != caller_leg
+              and (spent is None or event.leg_id not in spent)):
             self._feed_leg(event)
         return False
 
     def _feed_leg(self, event: Event) -> None:
+        if self.legs is None:
+            self.legs = set()
+        self.legs.add(event.leg_id)
         if event.kind == "answered" and self.leg is None:
             self.leg = event.leg_id
             self.number = event.callee or None
             self.answered_at = _seconds(event.timestamp)
         elif event.kind == "hangup" and event.leg_id == self.leg:
             self.hung_up_at = _seconds(event.timestamp)
+            # A platform that reports the leg's talk time (Twilio's DialCallDuration)
+            # knows better than two webhook timestamps.
+            self.talked = event.duration
         elif event.kind in LEG_FAILURES:
             self.failures.append((event.kind, event.reason))
 
@@ -139,7 +167,9 @@ class _Pending:
         if isinstance(command, Dial):
             if self.leg is not None:
                 duration = 0.0
-                if self.answered_at is not None and self.hung_up_at is not None:
+                if self.talked is not None:
+                    duration = self.talked
+                elif self.answered_at is not None and self.hung_up_at is not None:
                     duration = max(0.0, self.hung_up_at - self.answered_at)
                 return DialResult("answered", number=self.number, duration=duration)
             kinds = [kind for kind, _ in self.failures]
@@ -188,6 +218,7 @@ class Session:
         "_last_response",
         "_marker",
         "_request",
+        "_spent_legs",
         "_start_key",
         "_task",
         "call",
@@ -227,6 +258,8 @@ class Session:
         self._grace: Cancellable | None = None
         self._last_key: _EventKey | None = None
         self._last_response: list[Command] | None = None
+        # Legs of the dials already over (created by the first one): see _Pending.feed.
+        self._spent_legs: set[str] | None = None
         # An anyio.Event, not a Waiter: every duplicate of the notification in flight
         # waits on it, and a Waiter wakes only its last waiter.  It lives only while a
         # request is answered, so it costs a suspended call nothing.
@@ -275,7 +308,11 @@ class Session:
         if self.ended:
             return None
         pending = self.pending
-        if pending is not None and pending.feed(event, self.caller_leg):
+        if pending is not None and pending.feed(event, self.caller_leg, self._spent_legs):
+            if pending.legs:
+                if self._spent_legs is None:
+                    self._spent_legs = set()
+                self._spent_legs.update(pending.legs)
             return await self._respond(key, answered=pending)
         return None
 
@@ -311,11 +348,18 @@ class Session:
 
     def _take_outbox(self, *, slow: bool = False) -> list[Command]:
         commands, self.outbox = self.outbox, []
-        if slow and commands and not self.done:
-            # The flow missed the budget: let the caller hear what is queued, and
-            # have the platform call back when it is done with it.
-            self._marker = self.next_step()
-            commands.append(Resume(self._marker))
+        if slow and not self.done:
+            keepalive = self.host.keepalive
+            if commands:
+                # The flow missed the budget: let the caller hear what is queued, and
+                # have the platform call back when it is done with it.
+                self._marker = self.next_step()
+                commands.append(Resume(self._marker))
+            elif keepalive is not None:
+                # Nothing to say, on a platform that would hang up an empty response:
+                # hold the line and have it call back, until the flow is ready.
+                self._marker = self.next_step()
+                commands = [Pause(keepalive), Resume(self._marker)]
         return commands
 
     def end(self, *, by: str, discard: bool = True) -> None:
@@ -366,6 +410,7 @@ class Session:
 
     def queue(self, command: Command) -> None:
         self.check_alive()
+        self.host.check(command)  # UnsupportedFeature, raised from the verb that asked
         if len(self.outbox) >= MAX_OUTBOX:
             raise FlowError(
                 f"call {self.call.id}: the flow queued {MAX_OUTBOX} commands without waiting "

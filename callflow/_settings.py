@@ -14,6 +14,13 @@ __all__ = ("Settings",)
 
 DEFAULT_APOLOGY = "Sorry, something went wrong on our side. Please call again later. Goodbye."
 
+PLATFORM_URLS: dict[str, str] = {
+    "bluevia": "http://127.0.0.1:8080",  # BlueVia is gone: a local ``callflow simulator``
+    "twilio": "https://api.twilio.com",
+    "telnyx": "https://api.telnyx.com",
+}
+"""Each platform's REST API, used unless ``platform_url`` says otherwise."""
+
 
 @dataclass(slots=True)
 class Settings:
@@ -25,11 +32,31 @@ class Settings:
 
     public_url: str = "http://127.0.0.1:8000"
     """Where the platform reaches this app (behind a proxy or tunnel: its public address)."""
-    platform_url: str = "http://127.0.0.1:8080"
-    """The platform's REST API base URL (default: a local ``callflow simulator``)."""
+    platform_url: str = ""
+    """The platform's REST API base URL; empty for the platform's own (``api_url``)."""
     platform: str = "bluevia"
+    """Which platform the app speaks to: ``bluevia``, ``twilio`` or ``telnyx``."""
     api_key: str = "key"
+    """BlueVia: the API key (user of HTTP Basic auth)."""
     api_secret: str = "secret"
+    """BlueVia: the API secret."""
+    twilio_account_sid: str = ""
+    """Twilio: the account SID (``AC…``)."""
+    twilio_auth_token: str = ""
+    """Twilio: the auth token; it also signs every webhook (``X-Twilio-Signature``)."""
+    telnyx_api_key: str = ""
+    """Telnyx: the API v2 key (``KEY…``)."""
+    telnyx_public_key: str = ""
+    """Telnyx: the account's base64 Ed25519 public key, to verify webhook signatures."""
+    telnyx_connection_id: str = ""
+    """Telnyx: the Call Control Application (connection) that dials and outbound calls use."""
+    language: str = "en-US"
+    """Text-to-speech language on platforms that take one (Twilio, Telnyx)."""
+    signature_tolerance: float = 300.0
+    """Seconds a timestamped webhook signature stays acceptable (Telnyx)."""
+    keepalive: float = 1.0
+    """Seconds of silence per hold loop while a slow flow has nothing to say, on platforms
+    that hang up a call with nothing left to do (Twilio)."""
     secret: str = ""
     """The webhook secret in every URL handed to the platform (random when empty)."""
     response_budget: float = 2.0
@@ -63,6 +90,11 @@ class Settings:
         settings.public_url = settings.public_url.rstrip("/")
         settings.platform_url = settings.platform_url.rstrip("/")
         return settings
+
+    @property
+    def api_url(self) -> str:
+        """The platform's REST API base URL: ``platform_url``, else the platform's own."""
+        return (self.platform_url or PLATFORM_URLS.get(self.platform, "")).rstrip("/")
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:

@@ -527,5 +527,5 @@ def test_refused_call_keeps_the_platform_body() -> None:
 def test_get_platform() -> None:
     assert isinstance(get_platform("bluevia"), BlueVia)
     assert get_platform("bluevia").name == "bluevia"
-    with pytest.raises(ConfigurationError, match="unknown platform 'twilio'"):
-        get_platform("twilio")
+    with pytest.raises(ConfigurationError, match="unknown platform 'sip'"):
+        get_platform("sip")

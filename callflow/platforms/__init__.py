@@ -1,15 +1,26 @@
-"""Platform adapters: each turns webhooks into events and commands into wire formats."""
+"""Platform adapters: each turns webhooks into events and commands into wire formats.
 
-from ._base import ApiRequest, Platform, UrlFor
+``BlueVia`` and ``Twilio`` answer webhooks with commands (``respond`` mode);
+``Telnyx`` takes every command as a REST call (``execute`` mode).  See
+``callflow.platforms._base`` for the interface.
+"""
+
+from ._base import ApiRequest, ExecutingPlatform, Mode, Platform, Reply, UrlFor, Webhook
 from ._bluevia import BlueVia
+from ._registry import get_platform
+from ._telnyx import Telnyx
+from ._twilio import Twilio
 
-__all__ = ("ApiRequest", "BlueVia", "Platform", "UrlFor", "get_platform")
-
-
-def get_platform(name: str) -> Platform:
-    """The adapter registered under ``name`` (``bluevia``)."""
-    if name == "bluevia":
-        return BlueVia()
-    from .._exceptions import ConfigurationError
-
-    raise ConfigurationError(f"unknown platform {name!r}; choose one of: bluevia")
+__all__ = (
+    "ApiRequest",
+    "BlueVia",
+    "ExecutingPlatform",
+    "Mode",
+    "Platform",
+    "Reply",
+    "Telnyx",
+    "Twilio",
+    "UrlFor",
+    "Webhook",
+    "get_platform",
+)

@@ -9,6 +9,10 @@ Where a flow's verb becomes wire commands:
   marks where the platform's queue resumes once it has finished;
 - the first batch of a call starts with ``{"notifications": "true"}`` so the app
   sees every event (leg outcomes, recordings, hang-ups).
+
+BlueVia signs nothing: the secret in every callback URL (checked by the app) is
+what keeps strangers out.  ``parse_notification``, ``render_commands`` and the
+``*_request`` builders are the pure functions underneath the ``Platform`` methods.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote
+
+import httpx
 
 from .._commands import (
     Command,
@@ -33,7 +39,7 @@ from .._commands import (
 )
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError
-from ._base import ApiRequest, UrlFor
+from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 
 __all__ = ("EVENT_KINDS", "BlueVia", "Notification")
 
@@ -123,9 +129,83 @@ def _number(seconds: float) -> int | float:
 
 
 class BlueVia:
-    """The BlueVia Voice adapter (sans-I/O)."""
+    """The BlueVia Voice adapter (docs/reference/bluevia.md)."""
 
     name = "bluevia"
+    mode: Mode = "respond"
+    keepalive = False  # an empty queue leaves the call up, in silence
+
+    def __init__(self, *, api_url: str = "http://127.0.0.1:8080", api_key: str = "key",
+                 api_secret: str = "secret") -> None:
+        self.api_url = api_url
+        self.api_key = api_key
+        self.api_secret = api_secret
+
+    def client_options(self) -> dict[str, Any]:
+        return {"base_url": self.api_url, "auth": (self.api_key, self.api_secret)}
+
+    # -- the Platform interface -----------------------------------------------------------
+
+    def verify(self, webhook: Webhook) -> None:
+        """Nothing to verify: the app has checked the secret in the URL."""
+
+    def parse(self, webhook: Webhook) -> list[Event]:
+        return [self.parse_notification(webhook.body, webhook.query)]
+
+    def reply(
+        self, commands: Sequence[Command] | None, *, url_for: UrlFor, first: bool
+    ) -> Reply:
+        if commands is None:
+            return Reply.json({"commands": []})
+        return Reply.json(self.render_commands(commands, url_for=url_for, first=first))
+
+    def direct_reply(self, webhook: Webhook) -> Reply | None:
+        return None
+
+    def check(self, command: Command) -> None:
+        """BlueVia carries every neutral command: they were modelled on it."""
+
+    def unsupported(self) -> Mapping[tuple[str, str | None], str]:
+        return {}
+
+    async def push(
+        self, http: httpx.AsyncClient, call_id: str, commands: Sequence[Command], *,
+        url_for: UrlFor,
+    ) -> None:
+        body = self.render_commands(commands, url_for=url_for, first=False)
+        response = await self.set_commands_request(call_id, body).send(http)
+        if response.status_code < 300:
+            return
+        raise PlatformError(
+            f"setcommands refused ({response.status_code}): {response.text[:200]}",
+            status=response.status_code, body=response.text,
+            gone=response.status_code in (404, 409),
+        )
+
+    async def create_call(
+        self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
+        fallback_url: str | None,
+    ) -> str:
+        request = self.create_call_request(to=to, caller_id=caller_id,
+                                           callback_url=callback_url, fallback_url=fallback_url)
+        response = await request.send(http)
+        return self.call_id_from_create_response(response.status_code, response.content)
+
+    async def configure_number(
+        self, http: httpx.AsyncClient, number: str, *, callback_url: str,
+        fallback_url: str | None,
+    ) -> str:
+        request = self.configure_number_request(number, callback_url=callback_url,
+                                                fallback_url=fallback_url)
+        response = await request.send(http)
+        if response.status_code >= 300:
+            raise PlatformError(
+                f"the platform refused to configure {number} ({response.status_code}): "
+                f"{response.text[:200]}", status=response.status_code, body=response.text,
+            )
+        return f"{number}: voiceCallbackUrl set"
+
+    # -- pure helpers ------------------------------------------------------------------------
 
     def parse_notification(self, body: bytes, query: Mapping[str, str]) -> Event:
         try:

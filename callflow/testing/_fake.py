@@ -31,6 +31,7 @@ from .._exceptions import FlowError
 from .._results import DialStatus
 from .._session import Session, _is_call_ended
 from .._settings import DEFAULT_APOLOGY
+from ..platforms import Platform
 
 __all__ = ("DialOutcome", "FakeCall", "Line")
 
@@ -91,13 +92,20 @@ class FakeCall:
         apology: str | None = DEFAULT_APOLOGY,
         response_budget: float | None = None,
         hangup_grace: float = 10.0,
+        keepalive: float | None = None,
+        platform: Platform | None = None,
     ) -> None:
+        """``platform`` makes verbs raise ``UnsupportedFeature`` where that platform would;
+        ``keepalive`` holds the line the way Twilio needs when a slow flow has nothing
+        to say (see ``Session``)."""
         self.flow = flow
         self.call = Call(call_id, caller=caller, callee=callee, direction=direction, data=data)
         self.hang_up_at = hang_up_at
         self.apology = apology
         self.response_budget = response_budget
         self.hangup_grace = hangup_grace
+        self.keepalive = keepalive
+        self.platform = platform
         self.clock = 0.0
         self.commands: list[Command] = []
         self.transcript: list[Line] = []
@@ -167,6 +175,10 @@ class FakeCall:
     def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> TaskHandle[None]:
         assert self._tg is not None
         return self._tg.start_soon(func)
+
+    def check(self, command: Command) -> None:
+        if self.platform is not None:
+            self.platform.check(command)
 
     async def push(self, session: Session, commands: list[Command]) -> None:
         self._log("network", f"setcommands with {len(commands)} command(s)")

@@ -1,0 +1,685 @@
+"""Telnyx Call Control (API v2): JSON event webhooks, every command a REST call.
+
+See docs/reference/telnyx.md.  Telnyx is an ``execute``-mode platform: each
+webhook is answered ``200 {}`` at once, and the call's command runner
+(``callflow._runner``) carries out the neutral queue through the actions below,
+one at a time, each waiting for its completion event:
+
+==============  =============================================================
+neutral         Telnyx
+==============  =============================================================
+first event     ``answer`` (or ``reject`` when the flow hangs up at once)
+Say             ``speak`` ... ``call.speak.ended``
+Play            ``playback_start`` ... ``call.playback.ended``
+Pause           nothing: the runner waits
+Gather          ``gather_using_speak`` / ``gather_using_audio`` / ``gather``
+                ... ``call.gather.ended``; retries are re-issued by the runner
+Record          the prompt, ``record_start`` ... ``call.recording.saved``; a finish
+                key is a ``call.dtmf.received`` that makes the runner ``record_stop``
+Dial            ``POST /v2/calls`` per number (``link_to`` the caller), the first
+                ``call.answered`` wins, the rest are hung up; the whisper is spoken
+                on the winner, then ``bridge`` (``park_after_unbridge: self``)
+Conference      ``POST /v2/conferences`` (first in the room) or ``.../actions/join``
+Hangup          ``hangup``
+Resume          nothing to send: the runner tells the session it got there
+==============  =============================================================
+
+Every action carries a ``command_id`` (Telnyx ignores a repeat, so retries are
+safe) and a ``client_state``: base64 JSON ``{"c": call, "n": seq, "s": step,
+"i": index}`` that Telnyx echoes on the events the action causes.  It routes a
+dialled leg's events to its call, and it tells a late completion of an
+interrupted command from the current one.  Events arrive duplicated (dropped by
+``data.id``) and out of order (every wait is registered before its request).
+
+Webhooks are signed with Ed25519 over ``f"{telnyx-timestamp}|{body}"``; a
+timestamp outside the tolerance window is refused like a forged signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .._commands import (
+    Command,
+    Conference,
+    Dial,
+    Gather,
+    Hangup,
+    Pause,
+    Play,
+    Prompt,
+    Record,
+    Resume,
+    Say,
+)
+from .._events import Event, EventKind, HangupBy
+from .._exceptions import (
+    CallflowError,
+    ConfigurationError,
+    NotificationError,
+    PlatformError,
+    UnsupportedFeature,
+)
+from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
+
+if TYPE_CHECKING:
+    from .._runner import CallControl
+
+__all__ = ("Telnyx",)
+
+logger = logging.getLogger("callflow")
+
+V2 = "/v2"
+MAX_DIGITS = 128
+
+UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
+    ("conference", "speak_on_enter"): "Call Control conferences have no entry announcement",
+    ("conference", "speak_on_exit"): "Call Control conferences have no exit announcement",
+    ("conference", "play_on_exit"): "Call Control conferences have no exit announcement",
+    ("conference", "end_on_exit"): "only a joining participant can end a Telnyx conference "
+                                    "on exit, not the one whose call creates the room",
+    ("conference", "max_members"): "Call Control conferences take no member limit",
+}
+
+_KINDS: Mapping[str, EventKind] = {
+    "call.answered": "answered",
+    "call.speak.started": "playback_started",
+    "call.playback.started": "playback_started",
+    "call.speak.ended": "playback_stopped",
+    "call.playback.ended": "playback_stopped",
+    "call.gather.ended": "digits",
+    "call.recording.saved": "recording_stopped",
+}
+LEG_OUTCOMES = frozenset({"busy", "no_answer", "failed", "unreachable"})
+
+_HANGUP_KINDS: Mapping[str, EventKind] = {
+    "user_busy": "busy",
+    "call_rejected": "busy",
+    "timeout": "no_answer",
+    "not_found": "unreachable",
+}
+
+
+def _bad(code: str, message: str, status: int = 400) -> NotificationError:
+    return NotificationError(status, code, message)
+
+
+def _encode_state(state: Mapping[str, Any]) -> str:
+    """A ``client_state``: base64 of compact JSON."""
+    return base64.b64encode(json.dumps(dict(state), separators=(",", ":")).encode()).decode()
+
+
+def _decode_state(value: Any) -> dict[str, Any]:
+    """The state callflow put in ``client_state``, or {} (someone else's, or none)."""
+    if not isinstance(value, str) or not value:
+        return {}
+    try:
+        data = json.loads(base64.b64decode(value, validate=True))
+    except (ValueError, binascii.Error):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _tag(event: Event) -> dict[str, Any]:
+    """The decoded ``client_state`` of a parsed Telnyx event."""
+    payload = event.raw.get("payload")
+    return _decode_state(payload.get("client_state") if isinstance(payload, dict) else None)
+
+
+def _seconds_between(start: Any, end: Any) -> float | None:
+    try:
+        a = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds())
+
+
+def _load_public_key(text: str) -> Ed25519PublicKey:
+    """The portal's public key: base64 of the raw 32 bytes, or PEM."""
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = load_pem_public_key(text.encode())
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+            return key
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise ConfigurationError(f"the Telnyx public key is not a base64 Ed25519 key: {exc}"
+                                 ) from None
+
+
+class Telnyx:
+    """The Telnyx Call Control adapter."""
+
+    name = "telnyx"
+    mode: Mode = "execute"
+    keepalive = False  # a parked call stays up until someone hangs up
+
+    def __init__(self, *, api_key: str = "", public_key: str = "", connection_id: str = "",
+                 api_url: str = "https://api.telnyx.com", language: str = "en-US",
+                 tolerance: float = 300.0) -> None:
+        self.api_key = api_key
+        self.connection_id = connection_id
+        self.api_url = api_url
+        self.language = language
+        self.tolerance = tolerance
+        self._key = _load_public_key(public_key) if public_key else None
+
+    def client_options(self) -> dict[str, Any]:
+        return {"base_url": self.api_url, "headers": {"Authorization": f"Bearer {self.api_key}"}}
+
+    # -- webhooks in ----------------------------------------------------------------------
+
+    def verify(self, webhook: Webhook) -> None:
+        signature = webhook.headers.get("telnyx-signature-ed25519", "")
+        stamp = webhook.headers.get("telnyx-timestamp", "")
+        if not signature or not stamp:
+            raise _bad("bad_signature", "the webhook has no telnyx-signature-ed25519 and "
+                                        "telnyx-timestamp", 403)
+        try:
+            sent = int(stamp)
+            raw = base64.b64decode(signature, validate=True)
+        except (ValueError, binascii.Error):
+            raise _bad("bad_signature", "malformed Telnyx signature headers", 403) from None
+        if abs(webhook.received_at - sent) > self.tolerance:
+            # Stale (or from the future): a replay of an old webhook, or a bad clock.
+            raise _bad("bad_signature", f"the webhook was signed {webhook.received_at - sent:.0f}"
+                                        f" s ago, outside the {self.tolerance:g} s window", 403)
+        if self._key is None:
+            raise _bad("bad_signature", "no Telnyx public key is configured", 403)
+        try:
+            self._key.verify(raw, f"{sent}|".encode() + webhook.body)
+        except InvalidSignature:
+            raise _bad("bad_signature", "the Telnyx signature does not match", 403) from None
+
+    def parse(self, webhook: Webhook) -> list[Event]:
+        try:
+            document = json.loads(webhook.body)
+        except (ValueError, UnicodeDecodeError):
+            raise _bad("malformed_json", "the webhook body is not valid JSON") from None
+        data = document.get("data", document) if isinstance(document, dict) else None
+        if not isinstance(data, dict):
+            raise _bad("malformed_json", "the webhook body must be a JSON object")
+        name = data.get("event_type")
+        payload = data.get("payload")
+        if not isinstance(name, str) or not isinstance(payload, dict):
+            raise _bad("missing_field", "the webhook has no event_type and payload")
+        state = _decode_state(payload.get("client_state"))
+        leg = str(payload.get("call_control_id") or payload.get("call_leg_id") or "")
+        call_id = str(state.get("c") or payload.get("call_control_id") or "")
+        if not call_id:
+            return []  # about no call of ours (conference.created...)
+        kind: EventKind = _KINDS.get(name, "other")
+        reason = payload.get("status")
+        by: HangupBy | None = None
+        if name == "call.initiated":
+            kind = "incoming" if payload.get("direction") == "incoming" else "ringing"
+        elif name == "call.hangup":
+            reason = payload.get("hangup_cause")
+            kind = _HANGUP_KINDS.get(str(reason), "hangup")
+            by = "caller" if kind == "hangup" else None
+        digits = payload.get("digits", payload.get("digit"))
+        url = duration = None
+        if name == "call.recording.saved":
+            urls = payload.get("recording_urls") or payload.get("public_recording_urls") or {}
+            if isinstance(urls, dict):
+                url = urls.get("wav") or urls.get("mp3")
+            duration = _seconds_between(payload.get("recording_started_at"),
+                                        payload.get("recording_ended_at"))
+        step = state.get("s")
+        return [Event(
+            kind=kind, call_id=call_id, leg_id=leg,
+            caller=str(payload.get("from") or ""), callee=str(payload.get("to") or ""),
+            timestamp=str(data.get("occurred_at") or ""),
+            step=step if isinstance(step, int) else None,
+            digits=digits if isinstance(digits, str) else None,
+            recording_url=url if isinstance(url, str) else None, duration=duration,
+            reason=str(reason) if reason is not None else None, by=by,
+            name=name, id=str(data.get("id") or ""), raw=data,
+        )]
+
+    def reply(
+        self, commands: Sequence[Command] | None, *, url_for: UrlFor, first: bool
+    ) -> Reply:
+        """Always ``200 {}``: the commands go by REST, through the call's runner."""
+        return Reply.json({})
+
+    def direct_reply(self, webhook: Webhook) -> Reply | None:
+        return None
+
+    # -- what Telnyx cannot do --------------------------------------------------------------
+
+    def unsupported(self) -> Mapping[tuple[str, str | None], str]:
+        return UNSUPPORTED
+
+    def check(self, command: Command) -> None:
+        if isinstance(command, Conference):
+            o = command.options
+            for option in ("speak_on_enter", "speak_on_exit", "play_on_exit", "end_on_exit"):
+                if getattr(o, option):
+                    raise UnsupportedFeature("conference", self.name, option=option,
+                                             hint=UNSUPPORTED[("conference", option)])
+            if o.max_members != 41:
+                raise UnsupportedFeature("conference", self.name, option="max_members",
+                                         hint=UNSUPPORTED[("conference", "max_members")])
+
+    # -- REST: requests ------------------------------------------------------------------------
+
+    @staticmethod
+    def action(leg: str, name: str, body: Mapping[str, Any]) -> ApiRequest:
+        """``POST /v2/calls/{call_control_id}/actions/{name}``."""
+        return ApiRequest("POST", f"{V2}/calls/{quote(leg, safe=':')}/actions/{name}",
+                          json=dict(body))
+
+    @staticmethod
+    def _stamp(ctl: CallControl, seq: int, *, s: int | None = None, i: int | None = None
+               ) -> dict[str, str]:
+        """``client_state`` and ``command_id`` for an action: which call, command, step, leg."""
+        state: dict[str, Any] = {"c": ctl.call_id, "n": seq}
+        if s is not None:
+            state["s"] = s
+        if i is not None:
+            state["i"] = i
+        command_id = f"callflow-{seq}" if i is None else f"callflow-{seq}-{i}"
+        return {"client_state": _encode_state(state), "command_id": command_id}
+
+    def error(self, response: httpx.Response) -> PlatformError:
+        text = response.text
+        status = response.status_code
+        # 90018: "Call has already ended".
+        gone = status in (404, 410) or (status == 422 and (
+            "90018" in text or "already ended" in text.lower()))
+        return PlatformError(f"Telnyx refused the request ({status}): {text[:200]}",
+                             status=status, body=text, gone=gone)
+
+    async def _send(self, http: httpx.AsyncClient, request: ApiRequest) -> Any:
+        response = await request.send(http)
+        if response.status_code >= 300:
+            raise self.error(response)
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            return None
+
+    async def push(
+        self, http: httpx.AsyncClient, call_id: str, commands: Sequence[Command], *,
+        url_for: UrlFor,
+    ) -> None:
+        raise PlatformError("Telnyx takes commands through the call's runner, not by push")
+
+    def create_call_request(self, *, to: str, caller_id: str, callback_url: str,
+                            link_to: str | None = None, timeout: float | None = None,
+                            state: Mapping[str, str] | None = None) -> ApiRequest:
+        body: dict[str, Any] = {
+            "connection_id": self.connection_id, "to": to, "from": caller_id,
+            "webhook_url": callback_url, "webhook_url_method": "POST",
+        }
+        if timeout is not None:
+            body["timeout_secs"] = min(120, max(5, math.ceil(timeout)))
+        if link_to:
+            body["link_to"] = link_to
+        body.update(state or {})
+        return ApiRequest("POST", f"{V2}/calls", json=body)
+
+    async def create_call(
+        self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
+        fallback_url: str | None,
+    ) -> str:
+        # The call's webhooks go to callback_url; a failover URL is the connection's.
+        answer = await self._send(http, self.create_call_request(
+            to=to, caller_id=caller_id, callback_url=callback_url))
+        call_id = _data(answer).get("call_control_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise PlatformError("Telnyx's dial response has no call_control_id",
+                                body=json.dumps(answer))
+        return call_id
+
+    async def configure_number(
+        self, http: httpx.AsyncClient, number: str, *, callback_url: str,
+        fallback_url: str | None,
+    ) -> str:
+        """Point the Call Control Application at the app (numbers are assigned in the portal)."""
+        path = f"{V2}/call_control_applications/{quote(self.connection_id, safe='')}"
+        current = _data(await self._send(http, ApiRequest("GET", path)))
+        body: dict[str, Any] = {
+            "application_name": current.get("application_name") or "callflow",
+            "webhook_event_url": callback_url,
+            "webhook_api_version": "2",
+        }
+        if fallback_url:
+            body["webhook_event_failover_url"] = fallback_url
+        await self._send(http, ApiRequest("PATCH", path, json=body))
+        return (f"{number}: via Call Control Application {self.connection_id} "
+                "(webhook_event_url set; the number must be assigned to it)")
+
+    async def reject(self, http: httpx.AsyncClient, event: Event) -> None:
+        await self._send(http, self.action(event.leg_id, "reject", {
+            "cause": "CALL_REJECTED", "command_id": "callflow-reject"}))
+
+    # -- REST: the command runner's side ---------------------------------------------------------
+
+    @staticmethod
+    def _completion(leg: str, seq: int, *names: str) -> Callable[[Event], bool]:
+        def matches(event: Event) -> bool:
+            if event.name not in names:
+                return False
+            n = _tag(event).get("n")
+            # Our tag, when Telnyx echoes one; else at least the right leg.
+            return n == seq if n is not None else event.leg_id == leg
+        return matches
+
+    def _voice(self, say: Say) -> dict[str, str]:
+        return {"payload": say.text, "voice": say.voice, "language": self.language}
+
+    async def _speak(self, ctl: CallControl, leg: str, say: Say) -> None:
+        seq = ctl.next_seq()
+        with ctl.watch(self._completion(leg, seq, "call.speak.ended")) as watch:
+            await ctl.post(self.action(leg, "speak", {**self._voice(say),
+                                                      **self._stamp(ctl, seq)}))
+            await watch.get()
+
+    async def _play(self, ctl: CallControl, leg: str, play: Play, *, times: int | None = None
+                    ) -> None:
+        seq = ctl.next_seq()
+        with ctl.watch(self._completion(leg, seq, "call.playback.ended")) as watch:
+            await ctl.post(self.action(leg, "playback_start", {
+                "audio_url": play.url, "loop": times or max(1, play.repeat),
+                **self._stamp(ctl, seq)}))
+            await watch.get()
+
+    async def _prompt(self, ctl: CallControl, leg: str, prompt: Prompt) -> None:
+        if isinstance(prompt, Say):
+            for _ in range(max(1, prompt.repeat)):
+                await self._speak(ctl, leg, prompt)
+        else:
+            await self._play(ctl, leg, prompt)
+
+    async def start(
+        self, ctl: CallControl, first: Event, commands: list[Command]
+    ) -> list[Command] | None:
+        if first.kind != "incoming" or ctl.answered:
+            return commands
+        if commands and isinstance(commands[0], Hangup):
+            cause = "USER_BUSY" if commands[0].reason == "busy" else "CALL_REJECTED"
+            await ctl.post(self.action(ctl.leg, "reject", {
+                "cause": cause, **self._stamp(ctl, ctl.next_seq())}))
+            return None
+        seq = ctl.next_seq()
+        with ctl.watch(lambda e: e.name == "call.answered" and e.leg_id == ctl.leg) as watch:
+            await ctl.post(self.action(ctl.leg, "answer", self._stamp(ctl, seq)))
+            await watch.get()
+        ctl.answered = True
+        return commands
+
+    async def execute(self, ctl: CallControl, command: Command) -> list[Command] | None:
+        self.check(command)
+        if isinstance(command, Say | Play):
+            await self._prompt(ctl, ctl.leg, command)
+            return None
+        if isinstance(command, Pause):
+            await anyio.sleep(command.seconds)
+            return None
+        if isinstance(command, Resume):
+            return await ctl.feed(ctl.event("resumed", step=command.step, name="Resume"))
+        if isinstance(command, Hangup):
+            with suppress(CallflowError):  # already gone: that is what we wanted
+                await ctl.post(self.action(ctl.leg, "hangup", self._stamp(ctl, ctl.next_seq())))
+            return None
+        if isinstance(command, Gather):
+            return await self._gather(ctl, command)
+        if isinstance(command, Record):
+            return await self._record(ctl, command)
+        if isinstance(command, Dial):
+            return await self._dial(ctl, command)
+        return await self._conference(ctl, command)
+
+    async def stop(self, ctl: CallControl, command: Command) -> None:
+        if isinstance(command, Say | Play):
+            name, body = "playback_stop", {"stop": "all"}
+        elif isinstance(command, Gather):
+            name, body = "gather_stop", {}
+        elif isinstance(command, Record):
+            name, body = "record_stop", {}
+        else:
+            return  # a dial hangs up its legs, a conference ends with the call
+        await ctl.post(self.action(ctl.leg, name, {**body, **self._stamp(ctl, ctl.next_seq())}))
+
+    async def _gather(self, ctl: CallControl, gather: Gather) -> list[Command] | None:
+        millis = int(gather.timeout * 1000)
+        digits_body: dict[str, Any] = {
+            "minimum_digits": 1,
+            "maximum_digits": gather.num_digits or MAX_DIGITS,
+            "valid_digits": gather.valid_digits,
+            "inter_digit_timeout_millis": millis,
+        }
+        if gather.finish_on_key:
+            digits_body["terminating_digit"] = gather.finish_on_key
+        prompt = gather.prompt
+        for _ in range(max(1, gather.retries)):
+            if isinstance(prompt, Say) and prompt.repeat > 1:
+                for _ in range(prompt.repeat - 1):
+                    await self._speak(ctl, ctl.leg, prompt)
+            elif isinstance(prompt, Play) and prompt.repeat > 1:
+                await self._play(ctl, ctl.leg, prompt, times=prompt.repeat - 1)
+            seq = ctl.next_seq()
+            stamp = self._stamp(ctl, seq, s=gather.step)
+            if isinstance(prompt, Say):
+                request = self.action(ctl.leg, "gather_using_speak", {
+                    **self._voice(prompt), **digits_body, "timeout_millis": millis,
+                    "maximum_tries": 1, **stamp})
+            elif isinstance(prompt, Play):
+                request = self.action(ctl.leg, "gather_using_audio", {
+                    "audio_url": prompt.url, **digits_body, "timeout_millis": millis,
+                    "maximum_tries": 1, **stamp})
+            else:
+                request = self.action(ctl.leg, "gather", {
+                    **digits_body, "initial_timeout_millis": millis, **stamp})
+            with ctl.watch(self._completion(ctl.leg, seq, "call.gather.ended")) as watch:
+                await ctl.post(request)
+                ended = await watch.get()
+            if ended.reason in ("call_hangup", "cancelled", "cancelled_amd"):
+                return None  # the hang-up, or whoever cancelled it, has the next word
+            digits = ended.digits or ""
+            if digits:
+                key = gather.finish_on_key
+                # Telnyx leaves the terminating digit out: put it back, the way the
+                # session expects it, when fewer than the maximum digits came.
+                if (key and ended.reason == "valid" and not digits.endswith(key)
+                        and (not gather.num_digits or len(digits) < gather.num_digits)):
+                    digits += key
+                return await ctl.feed(ctl.event("digits", step=gather.step, digits=digits,
+                                                name=ended.name, timestamp=ended.timestamp))
+        return await ctl.feed(ctl.event("resumed", step=gather.step, name="GatherTimeout"))
+
+    async def _record(self, ctl: CallControl, record: Record) -> list[Command] | None:
+        if record.prompt is not None:
+            await self._prompt(ctl, ctl.leg, record.prompt)
+        seq = ctl.next_seq()
+        saved = self._completion(ctl.leg, seq, "call.recording.saved", "call.recording.error")
+        key = record.finish_on_key
+
+        def matches(event: Event) -> bool:
+            return saved(event) or (bool(key) and event.name == "call.dtmf.received"
+                                    and event.leg_id == ctl.leg)
+
+        body: dict[str, Any] = {
+            "format": "wav", "channels": "single", "play_beep": record.beep,
+            "max_length": math.ceil(record.max_length),
+            "timeout_secs": math.ceil(record.silence_timeout),
+            **self._stamp(ctl, seq, s=record.step),
+        }
+        with ctl.watch(matches) as watch:
+            await ctl.post(self.action(ctl.leg, "record_start", body))
+            while True:
+                event = await watch.get()
+                if event.name == "call.dtmf.received":
+                    if key and event.digits and key in event.digits:
+                        await ctl.post(self.action(ctl.leg, "record_stop",
+                                                   self._stamp(ctl, ctl.next_seq())))
+                    continue
+                break
+        if event.name == "call.recording.saved":
+            await ctl.feed(ctl.event("recording_stopped", recording_url=event.recording_url,
+                                     duration=event.duration or 0.0, name=event.name,
+                                     timestamp=event.timestamp))
+        return await ctl.feed(ctl.event("resumed", step=record.step, name="RecordEnded"))
+
+    async def _dial(self, ctl: CallControl, dial: Dial) -> list[Command] | None:
+        seq = ctl.next_seq()
+        call = ctl.session.call
+        caller_id = dial.caller_id or (call.callee if call.direction == "inbound"
+                                       else call.caller)
+        legs: dict[int, str] = {}  # index -> call_control_id
+        ended: dict[int, Event] = {}
+        answered: dict[int, Event] = {}
+
+        def index(event: Event) -> int | None:
+            state = _tag(event)
+            i = state.get("i")
+            if isinstance(i, int) and state.get("n") == seq and i < len(dial.numbers):
+                return i
+            # After a whisper the leg's events carry that command's state: go by the leg.
+            return next((i for i, leg in legs.items() if leg == event.leg_id), None)
+
+        def matches(event: Event) -> bool:
+            return (event.name in ("call.answered", "call.bridged", "call.hangup")
+                    and index(event) is not None)
+
+        async def hang_up(i: int) -> None:
+            if i in legs and i not in ended:
+                ended[i] = ctl.event("hangup", leg_id=legs[i], reason="dial_over")
+                with contextlib.suppress(CallflowError):
+                    await ctl.post(self.action(legs[i], "hangup", {
+                        "command_id": f"callflow-{seq}-{i}-hangup"}))
+
+        winner: int | None = None
+        try:
+            with ctl.watch(matches) as watch:
+                for i, number in enumerate(dial.numbers):
+                    request = self.create_call_request(
+                        to=number, caller_id=caller_id, callback_url=ctl.callback_url,
+                        link_to=ctl.leg, timeout=dial.timeout,
+                        state=self._stamp(ctl, seq, i=i))
+                    try:
+                        legs[i] = str(_data(await ctl.post(request)).get("call_control_id"))
+                    except PlatformError as exc:
+                        ended.setdefault(i, ctl.event(
+                            "failed", leg_id=f"{ctl.leg}/dial/{seq}/{i}", callee=number,
+                            reason=exc.body or str(exc)))
+                with anyio.move_on_after(dial.timeout + 30):
+                    while winner is None and len(ended) < len(dial.numbers):
+                        event = await watch.get()
+                        found = index(event)
+                        if found is None or found in ended:
+                            continue
+                        i = found
+                        if event.name != "call.hangup":
+                            answered[i] = event
+                            winner = i
+                            break
+                        ended[i] = event
+                        if event.kind == "hangup" and event.reason == "normal_clearing":
+                            # It answered and hung up already: its call.answered is late.
+                            answered[i] = event
+                            winner = i
+                for i in range(len(dial.numbers)):
+                    if i != winner:
+                        await hang_up(i)
+                if winner is None:
+                    for i, number in enumerate(dial.numbers):
+                        outcome = ended.get(i)
+                        kind: EventKind = "no_answer"
+                        if outcome is not None and outcome.kind in LEG_OUTCOMES:
+                            kind = outcome.kind
+                        await ctl.feed(ctl.event(
+                            kind, leg_id=legs.get(i, f"{ctl.leg}/dial/{seq}/{i}"),
+                            callee=number, reason=outcome.reason if outcome else "timeout",
+                            timestamp=outcome.timestamp if outcome else ""))
+                else:
+                    leg, number, answer = legs[winner], dial.numbers[winner], answered[winner]
+                    if winner not in ended:
+                        await self._bridge(ctl, dial, leg)
+                    await ctl.feed(ctl.event("answered", leg_id=leg, callee=number,
+                                             timestamp=answer.timestamp))
+                    while winner not in ended:
+                        event = await watch.get()
+                        if event.name == "call.hangup" and event.leg_id == leg:
+                            ended[winner] = event
+                    await ctl.feed(ctl.event("hangup", leg_id=leg, callee=number, by="caller",
+                                             timestamp=ended[winner].timestamp))
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                for i in list(legs):
+                    await hang_up(i)  # the caller hung up mid-dial: leave no leg behind
+        return await ctl.feed(ctl.event("resumed", step=dial.step, name="DialEnded"))
+
+    async def _bridge(self, ctl: CallControl, dial: Dial, leg: str) -> None:
+        """Whisper to the party who answered, then connect the caller to them."""
+        try:
+            if dial.on_answer is not None:
+                await self._prompt(ctl, leg, dial.on_answer)
+            await ctl.post(self.action(ctl.leg, "bridge", {
+                "call_control_id": leg, "park_after_unbridge": "self",
+                **self._stamp(ctl, ctl.next_seq())}))
+        except CallflowError as exc:
+            # The answering party hung up meanwhile: its call.hangup ends the dial.
+            logger.info("%s: could not connect %s: %s", ctl.call_id, leg, exc)
+
+    async def _conference(self, ctl: CallControl, room: Conference) -> list[Command] | None:
+        o = room.options
+        seq = ctl.next_seq()
+        stamp = self._stamp(ctl, seq, s=room.step)
+        beep = {(True, True): "always", (True, False): "on_enter", (False, True): "on_exit",
+                (False, False): "never"}[(o.beeps_on_enter > 0, o.beeps_on_exit > 0)]
+
+        def left(event: Event) -> bool:
+            return (event.name in ("conference.participant.left", "conference.ended")
+                    and event.leg_id == ctl.leg)
+
+        with ctl.watch(left) as watch:
+            found = await ctl.post(ApiRequest("GET", f"{V2}/conferences", params={
+                "filter[name]": room.name, "filter[status]": "in_progress"}))
+            rooms = found.get("data") if isinstance(found, dict) else None
+            if isinstance(rooms, list) and rooms and isinstance(rooms[0], dict):
+                await ctl.post(ApiRequest(
+                    "POST", f"{V2}/conferences/{quote(str(rooms[0].get('id')), safe='')}"
+                            "/actions/join",
+                    json={"call_control_id": ctl.leg, "start_conference_on_enter":
+                          o.start_on_enter, "mute": o.mute, "beep_enabled": beep, **stamp}))
+            else:
+                body: dict[str, Any] = {"call_control_id": ctl.leg, "name": room.name,
+                                        "beep_enabled": beep,
+                                        "start_conference_on_create": o.start_on_enter, **stamp}
+                if o.time_limit:
+                    body["duration_minutes"] = math.ceil(o.time_limit / 60)
+                created = _data(await ctl.post(ApiRequest("POST", f"{V2}/conferences",
+                                                          json=body)))
+                if o.mute and created.get("id"):
+                    await ctl.post(ApiRequest(
+                        "POST", f"{V2}/conferences/{quote(str(created['id']), safe='')}"
+                                "/actions/mute", json={"call_control_ids": [ctl.leg]}))
+            await watch.get()
+        return await ctl.feed(ctl.event("resumed", step=room.step, name="ConferenceLeft"))
+
+
+def _data(answer: Any) -> dict[str, Any]:
+    data = answer.get("data") if isinstance(answer, dict) else None
+    return data if isinstance(data, dict) else {}

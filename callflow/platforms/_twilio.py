@@ -1,0 +1,488 @@
+"""Twilio Programmable Voice: form-encoded webhooks answered with TwiML (docs/reference/twilio.md).
+
+Where a flow's verb becomes TwiML:
+
+- ``gather``  -> ``<Gather action=STEP>`` (once per retry: a ``<Gather>`` with no input
+  falls through to the next verb) then ``<Redirect>STEP</Redirect>``, which is how
+  "no input" reaches the app, as with BlueVia;
+- ``record``  -> the prompt, ``<Record action=STEP>``, then ``<Redirect>STEP``: Twilio
+  skips the action of an empty recording and falls through;
+- ``dial``    -> ``<Dial action=STEP><Number url=STEP&leg=answer>``...: the number's
+  ``url`` is fetched when that number answers, which tells the app who answered and
+  serves the whisper; the action says how the dialled leg ended;
+- ``conference`` -> ``<Dial action=STEP><Conference>``;
+- ``hangup``  -> ``<Hangup/>``, or ``<Reject reason=...>`` as the very first verb of a call;
+- a slow flow's marker -> ``<Redirect>``; the rest of its commands go by the Calls API
+  (``POST .../Calls/{CallSid}.json`` with ``Twiml``), and since Twilio hangs up a call
+  whose document runs out, a slow flow with nothing to say holds the line with
+  ``<Pause>`` + ``<Redirect>`` (``keepalive``).
+
+Every webhook carries ``X-Twilio-Signature``: HMAC-SHA1, keyed with the auth token,
+over the URL Twilio requested followed by the POST parameters sorted by name, each
+name directly followed by its value; base64.  The URL is the app's public one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+import httpx
+
+from .._commands import (
+    Command,
+    Conference,
+    Dial,
+    Gather,
+    Hangup,
+    Pause,
+    Play,
+    Prompt,
+    Record,
+    Resume,
+    Say,
+)
+from .._events import Event, EventKind
+from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
+from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
+
+__all__ = ("Twilio",)
+
+API = "/2010-04-01/Accounts"
+ALL_KEYS = "0123456789*#"
+MAX_NUMBERS = 10  # <Number> nouns in one <Dial>
+MAX_PARTICIPANTS = 250
+
+VOICES = {"female": "woman", "male": "man"}
+
+_DIAL_FAILURES: Mapping[str, EventKind] = {
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "failed",
+}
+_TERMINAL: Mapping[str, EventKind] = {"completed": "hangup", **_DIAL_FAILURES}
+
+UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
+    ("gather", "valid_digits"): "<Gather> accepts every key; check the digits in the flow",
+    ("conference", "speak_on_enter"): "<Conference> has no entry announcement",
+    ("conference", "speak_on_exit"): "<Conference> has no exit announcement",
+    ("conference", "play_on_exit"): "<Conference> has no exit announcement",
+}
+
+
+def _bad(code: str, message: str, status: int = 400) -> NotificationError:
+    return NotificationError(status, code, message)
+
+
+def _whole(seconds: float, *, least: int = 1) -> int:
+    """TwiML times are whole seconds: round up, so a timeout is never shorter."""
+    return max(least, math.ceil(seconds))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _with_port(url: str, add: bool) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if add and parts.port is None:
+        netloc = f"{host}:{443 if parts.scheme == 'https' else 80}"
+    elif not add and parts.port is not None:
+        netloc = host
+    else:
+        return url
+    if parts.username:
+        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _signature(auth_token: str, url: str, params: Mapping[str, str | Sequence[str]]) -> str:
+    """Twilio's ``X-Twilio-Signature`` for a POST of ``params`` to ``url``."""
+    data = url
+    for name in sorted(params):
+        values = params[name]
+        for value in sorted([values] if isinstance(values, str) else values):
+            data += name + value
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _form_params(body: bytes) -> dict[str, list[str]]:
+    """A form-encoded body as name -> values (Twilio sends one value per name)."""
+    params: dict[str, list[str]] = {}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("malformed_form", "the webhook body is not UTF-8") from None
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        params.setdefault(name, []).append(value)
+    return params
+
+
+def _encode_whisper(prompt: Prompt) -> str:
+    if isinstance(prompt, Say):
+        data: dict[str, Any] = {"say": prompt.text, "voice": prompt.voice, "repeat": prompt.repeat}
+    else:
+        data = {"play": prompt.url, "repeat": prompt.repeat}
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_whisper(text: str) -> Prompt | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        repeat = int(data.get("repeat", 1))
+        if "say" in data:
+            if data.get("voice") == "male":
+                return Say(str(data["say"]), voice="male", repeat=repeat)
+            return Say(str(data["say"]), voice="female", repeat=repeat)
+        if "play" in data:
+            return Play(str(data["play"]), repeat=repeat)
+    except (ValueError, TypeError, AttributeError, binascii.Error):
+        pass
+    return None
+
+
+class Twilio:
+    """The Twilio Programmable Voice adapter."""
+
+    name = "twilio"
+    mode: Mode = "respond"
+    keepalive = True  # a TwiML document that runs out of verbs ends the call
+
+    def __init__(self, *, account_sid: str = "", auth_token: str = "",
+                 api_url: str = "https://api.twilio.com", language: str = "en-US") -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.api_url = api_url
+        self.language = language
+
+    def client_options(self) -> dict[str, Any]:
+        return {"base_url": self.api_url, "auth": (self.account_sid, self.auth_token)}
+
+    # -- webhooks in ----------------------------------------------------------------------
+
+    def verify(self, webhook: Webhook) -> None:
+        given = webhook.headers.get("x-twilio-signature", "")
+        if not given:
+            raise _bad("bad_signature", "the webhook has no X-Twilio-Signature", 403)
+        params = _form_params(webhook.body) if webhook.method == "POST" else {}
+        # Twilio may sign the URL with or without the default port; so does its SDK.
+        for url in dict.fromkeys((webhook.url, _with_port(webhook.url, False),
+                                  _with_port(webhook.url, True))):
+            if hmac.compare_digest(_signature(self.auth_token, url, params), given):
+                return
+        raise _bad("bad_signature", "the X-Twilio-Signature does not match", 403)
+
+    def parse(self, webhook: Webhook) -> list[Event]:
+        values = _form_params(webhook.body)
+        form = {name: items[0] for name, items in values.items()}
+        query = webhook.query
+        call_sid = form.get("CallSid", "")
+        if not call_sid:
+            raise _bad("missing_field", "the webhook has no CallSid")
+        step: int | None = None
+        if "step" in query:
+            if not query["step"].isdigit():
+                raise _bad("invalid_field", "the 'step' query parameter must be a number")
+            step = int(query["step"])
+        stamp = form.get("Timestamp")
+        timestamp = _iso(webhook.received_at)
+        if stamp:
+            with contextlib.suppress(TypeError, ValueError):
+                timestamp = _iso(parsedate_to_datetime(stamp).timestamp())
+        base = {"caller": form.get("From", ""), "callee": form.get("To", ""),
+                "timestamp": timestamp, "raw": form}
+
+        def event(kind: EventKind, name: str, **fields: Any) -> Event:
+            fields.setdefault("call_id", call_sid)
+            fields.setdefault("leg_id", call_sid)
+            return Event(kind=kind, name=name, **{**base, **fields})
+
+        if query.get("leg") == "answer":
+            # A dialled number answered: Twilio fetches its <Number url> on the new leg.
+            parent = form.get("ParentCallSid") or query.get("call", "")
+            return [event("answered", "NumberAnswered", call_id=parent, step=step)]
+        if step is not None:
+            return self._parse_action(form, call_sid, step, event)
+        status = form.get("CallStatus", "")
+        if status in _TERMINAL:
+            kind = _TERMINAL[status]
+            return [event(kind, f"CallStatus={status}", by="caller" if kind == "hangup" else None,
+                          reason=None if kind == "hangup" else status,
+                          duration=_number(form.get("CallDuration")))]
+        if status in ("ringing", "queued", "initiated") or "out" not in query:
+            return [event("incoming", "IncomingCall")]
+        return [event("answered", "CallAnswered")]
+
+    @staticmethod
+    def _parse_action(form: Mapping[str, str], call_sid: str, step: int, event: Any
+                      ) -> list[Event]:
+        resumed = event("resumed", "Redirect", step=step)
+        if "DialCallStatus" in form:
+            status = form["DialCallStatus"]
+            leg = form.get("DialCallSid") or f"{call_sid}/dial/{step}"
+            if status in ("completed", "answered"):
+                talked = _number(form.get("DialCallDuration"))
+                return [event("answered", "DialAnswered", leg_id=leg, callee=""),
+                        event("hangup", "DialEnded", leg_id=leg, callee="", by="caller",
+                              duration=talked if talked is not None else 0.0),
+                        resumed]
+            failure = _DIAL_FAILURES.get(status, "failed")
+            return [event(failure, f"DialCallStatus={status}", leg_id=leg, callee="",
+                          reason=status), resumed]
+        if "RecordingUrl" in form:
+            return [event("recording_stopped", "RecordingStopped",
+                          recording_url=form["RecordingUrl"] or None,
+                          duration=_number(form.get("RecordingDuration")) or 0.0),
+                    resumed]
+        if form.get("Digits"):
+            digits = form["Digits"]
+            key = form.get("FinishedOnKey", "")
+            if key and not digits.endswith(key):
+                digits += key
+            return [event("digits", "Gather", step=step, digits=digits)]
+        return [resumed]
+
+    # -- replies out ----------------------------------------------------------------------
+
+    def reply(
+        self, commands: Sequence[Command] | None, *, url_for: UrlFor, first: bool
+    ) -> Reply:
+        return Reply(200, self.render(commands or (), url_for=url_for, first=first),
+                     "text/xml")
+
+    def direct_reply(self, webhook: Webhook) -> Reply | None:
+        if webhook.query.get("leg") != "answer":
+            return None
+        whisper = _decode_whisper(webhook.query.get("whisper", ""))
+        return Reply(200, self.render((), prompt=whisper), "text/xml")
+
+    def render(self, commands: Sequence[Command], *, url_for: UrlFor | None = None,
+               first: bool = False, prompt: Prompt | None = None) -> bytes:
+        """A TwiML ``<Response>`` document for these commands."""
+        response = ET.Element("Response")
+        if prompt is not None:
+            self._prompt(response, prompt)
+        for index, command in enumerate(commands):
+            self._render(response, command, url_for, first=first and index == 0)
+        return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(response)
+
+    def _prompt(self, parent: ET.Element, prompt: Prompt) -> None:
+        if isinstance(prompt, Say):
+            say = ET.SubElement(parent, "Say", voice=VOICES[prompt.voice],
+                                language=self.language)
+            if prompt.repeat != 1:
+                say.set("loop", str(prompt.repeat))
+            say.text = prompt.text
+        else:
+            play = ET.SubElement(parent, "Play")
+            if prompt.repeat != 1:
+                play.set("loop", str(prompt.repeat))
+            play.text = prompt.url
+
+    def _render(self, response: ET.Element, command: Command, url_for: UrlFor | None, *,
+                first: bool) -> None:
+        self.check(command)
+        if isinstance(command, Say | Play):
+            self._prompt(response, command)
+            return
+        if isinstance(command, Pause):
+            if command.seconds > 0:
+                ET.SubElement(response, "Pause", length=str(_whole(command.seconds)))
+            return
+        if isinstance(command, Hangup):
+            if first:
+                # Only a call that has not been answered yet can be rejected.
+                ET.SubElement(response, "Reject", reason=command.reason)
+            else:
+                ET.SubElement(response, "Hangup")
+            return
+        if url_for is None:
+            raise TypeError(f"rendering {command!r} needs url_for")
+        action = url_for(command.step)
+        if isinstance(command, Resume):
+            self._redirect(response, action)
+            return
+        if isinstance(command, Gather):
+            for _ in range(max(1, command.retries)):
+                gather = ET.SubElement(response, "Gather", action=action, method="POST",
+                                       timeout=str(_whole(command.timeout)),
+                                       finishOnKey=command.finish_on_key)
+                if command.num_digits:
+                    gather.set("numDigits", str(command.num_digits))
+                if command.prompt is not None:
+                    self._prompt(gather, command.prompt)
+        elif isinstance(command, Record):
+            if command.prompt is not None:
+                self._prompt(response, command.prompt)
+            record = ET.SubElement(response, "Record", action=action, method="POST",
+                                   maxLength=str(_whole(command.max_length, least=2)),
+                                   timeout=str(_whole(command.silence_timeout)),
+                                   playBeep="true" if command.beep else "false")
+            if command.finish_on_key:
+                record.set("finishOnKey", command.finish_on_key)
+        elif isinstance(command, Dial):
+            dial = ET.SubElement(response, "Dial", action=action, method="POST",
+                                 timeout=str(_whole(command.timeout)))
+            if command.caller_id:
+                dial.set("callerId", command.caller_id)
+            answer_url = f"{action}&leg=answer"
+            if command.on_answer is not None:
+                answer_url += f"&whisper={quote(_encode_whisper(command.on_answer))}"
+            for number in command.numbers:
+                noun = ET.SubElement(dial, "Number", url=answer_url, method="POST")
+                noun.text = number
+        elif isinstance(command, Conference):
+            o = command.options
+            dial = ET.SubElement(response, "Dial", action=action, method="POST")
+            if o.time_limit:
+                dial.set("timeLimit", str(_whole(o.time_limit)))
+            beep = {(True, True): "true", (True, False): "onEnter", (False, True): "onExit",
+                    (False, False): "false"}[(o.beeps_on_enter > 0, o.beeps_on_exit > 0)]
+            room = ET.SubElement(
+                dial, "Conference", beep=beep,
+                startConferenceOnEnter="true" if o.start_on_enter else "false",
+                endConferenceOnExit="true" if o.end_on_exit else "false",
+                muted="true" if o.mute else "false",
+                maxParticipants=str(o.max_members),
+            )
+            room.text = command.name
+        else:  # pragma: no cover
+            raise TypeError(f"cannot render {command!r}")
+        self._redirect(response, action)
+
+    @staticmethod
+    def _redirect(response: ET.Element, url: str) -> None:
+        ET.SubElement(response, "Redirect", method="POST").text = url
+
+    # -- what Twilio cannot do ---------------------------------------------------------------
+
+    def unsupported(self) -> Mapping[tuple[str, str | None], str]:
+        return UNSUPPORTED
+
+    def check(self, command: Command) -> None:
+        if isinstance(command, Gather) and set(command.valid_digits) != set(ALL_KEYS):
+            raise UnsupportedFeature("gather", self.name, option="valid_digits",
+                                     hint=UNSUPPORTED[("gather", "valid_digits")])
+        if isinstance(command, Dial) and len(command.numbers) > MAX_NUMBERS:
+            raise UnsupportedFeature("dial", self.name, option="numbers",
+                                     hint=f"<Dial> rings at most {MAX_NUMBERS} numbers at once")
+        if isinstance(command, Conference):
+            o = command.options
+            for option in ("speak_on_enter", "speak_on_exit", "play_on_exit"):
+                if getattr(o, option):
+                    raise UnsupportedFeature("conference", self.name, option=option,
+                                             hint=UNSUPPORTED[("conference", option)])
+            if not 2 <= o.max_members <= MAX_PARTICIPANTS:
+                raise UnsupportedFeature("conference", self.name, option="max_members",
+                                         hint=f"rooms hold 2 to {MAX_PARTICIPANTS} members")
+
+    # -- the REST API ----------------------------------------------------------------------
+
+    def _account(self) -> str:
+        return f"{API}/{quote(self.account_sid, safe='')}"
+
+    def update_call_request(self, call_sid: str, twiml: bytes) -> ApiRequest:
+        return ApiRequest("POST", f"{self._account()}/Calls/{quote(call_sid, safe='')}.json",
+                          form={"Twiml": twiml.decode()})
+
+    async def push(
+        self, http: httpx.AsyncClient, call_id: str, commands: Sequence[Command], *,
+        url_for: UrlFor,
+    ) -> None:
+        twiml = self.render(commands, url_for=url_for)
+        response = await self.update_call_request(call_id, twiml).send(http)
+        if response.status_code < 300:
+            return
+        # 21220: "Call is not in-progress. Cannot redirect."
+        gone = response.status_code == 404 or (
+            response.status_code == 400 and "21220" in response.text)
+        raise PlatformError(
+            f"the call update was refused ({response.status_code}): {response.text[:200]}",
+            status=response.status_code, body=response.text, gone=gone,
+        )
+
+    def create_call_request(self, *, to: str, caller_id: str, callback_url: str,
+                            fallback_url: str | None) -> ApiRequest:
+        form: dict[str, str] = {
+            "To": to, "From": caller_id, "Url": callback_url, "Method": "POST",
+            "StatusCallback": callback_url, "StatusCallbackMethod": "POST",
+            "StatusCallbackEvent": "completed",
+        }
+        if fallback_url:
+            form.update(FallbackUrl=fallback_url, FallbackMethod="POST")
+        return ApiRequest("POST", f"{self._account()}/Calls.json", form=form)
+
+    async def create_call(
+        self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
+        fallback_url: str | None,
+    ) -> str:
+        request = self.create_call_request(to=to, caller_id=caller_id,
+                                           callback_url=callback_url, fallback_url=fallback_url)
+        response = await request.send(http)
+        if response.status_code >= 300:
+            raise PlatformError(f"Twilio refused the call ({response.status_code})",
+                                status=response.status_code, body=response.text)
+        try:
+            sid = response.json()["sid"]
+        except (ValueError, KeyError, TypeError):
+            sid = None
+        if not isinstance(sid, str) or not sid:
+            raise PlatformError("Twilio's create-call response has no sid",
+                                status=response.status_code, body=response.text)
+        return sid
+
+    async def configure_number(
+        self, http: httpx.AsyncClient, number: str, *, callback_url: str,
+        fallback_url: str | None,
+    ) -> str:
+        lookup = ApiRequest("GET", f"{self._account()}/IncomingPhoneNumbers.json",
+                            params={"PhoneNumber": number})
+        response = await lookup.send(http)
+        if response.status_code >= 300:
+            raise PlatformError(f"could not look up {number} ({response.status_code}): "
+                                f"{response.text[:200]}", status=response.status_code,
+                                body=response.text)
+        try:
+            found = response.json()["incoming_phone_numbers"]
+            sid = found[0]["sid"] if found else None
+        except (ValueError, KeyError, TypeError, IndexError):
+            sid = None
+        if not isinstance(sid, str):
+            raise PlatformError(f"{number} is not a phone number of Twilio account "
+                                f"{self.account_sid}", status=404)
+        form = {"VoiceUrl": callback_url, "VoiceMethod": "POST",
+                "StatusCallback": callback_url, "StatusCallbackMethod": "POST"}
+        if fallback_url:
+            form.update(VoiceFallbackUrl=fallback_url, VoiceFallbackMethod="POST")
+        update = ApiRequest("POST", f"{self._account()}/IncomingPhoneNumbers/"
+                                    f"{quote(sid, safe='')}.json", form=form)
+        response = await update.send(http)
+        if response.status_code >= 300:
+            raise PlatformError(f"Twilio refused to configure {number} "
+                                f"({response.status_code}): {response.text[:200]}",
+                                status=response.status_code, body=response.text)
+        return f"{number} ({sid}): VoiceUrl and StatusCallback set"
+
+
+def _number(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise _bad("invalid_field", f"{value!r} is not a number") from None
