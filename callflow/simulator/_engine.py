@@ -666,7 +666,7 @@ class SimCall:
         if not url:
             self._log("error", f"no URL to send {name} to", eventName=name)
             return None
-        outcome = await self.sim.post_notification(url, payload)
+        outcome = await self.sim.frontend.notify(self, url, payload)
         self._log(
             "notification", f"{name} → {url} ({outcome.summary})",
             eventName=name, url=url, status=outcome.status, ok=outcome.commands is not None,

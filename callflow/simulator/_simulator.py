@@ -20,6 +20,7 @@ from ._clock import Clock
 from ._conference import Conferences
 from ._engine import UNKNOWN_AUDIO_SECONDS, SimCall
 from ._errors import ConfigError, SimulatorError, WireError
+from ._frontend import BlueViaFrontEnd, FrontEnd
 from ._live import LiveEvent, Observer, subscribe
 from ._network import (
     DEFAULT_PHONE,
@@ -70,6 +71,8 @@ class Simulator:
         max_body_size: int = 1 << 20,
     ) -> None:
         self.clock = clock if clock is not None else Clock.virtual()
+        self.frontend: FrontEnd = BlueViaFrontEnd(self)
+        """The provider whose wire format the app sees (see ``_frontend.py``)."""
         self.api_key = api_key
         self.api_secret = api_secret
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -190,6 +193,7 @@ class Simulator:
         if self._tg is None:
             raise SimulatorError("the simulator is not running: use `async with sim:`")
         self.calls[call.call_id] = call
+        self.frontend.call_created(call)
         self.clock.spawn(self._tg, call.run)
 
     # -- running ----------------------------------------------------------------------------
@@ -234,6 +238,8 @@ class Simulator:
         """ASGI 3 entry point: the REST API, recordings, and lifespan."""
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if await self.frontend.handle_api(scope, receive, send):
             return
         from ._api import handle
 
