@@ -35,7 +35,7 @@ from ._exceptions import (
 )
 from ._results import DialStatus
 from ._runner import Runner
-from ._session import Flow, Session
+from ._session import EventKey, Flow, Session, event_key
 from ._settings import Settings
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
@@ -51,6 +51,22 @@ _PUSH_NAMES = {"bluevia": "setcommands", "twilio": "call update"}
 """What pushing commands is called on each platform, for the logs."""
 
 ENDED_MEMORY = 10_000
+
+
+class _Ended:
+    """What is remembered of an ended call: its last answer, for a redelivery of its question."""
+
+    __slots__ = ("first", "key", "response")
+
+    def __init__(self, key: EventKey | None, response: list[Command] | None, first: bool) -> None:
+        self.key, self.response, self.first = key, response, first
+
+    @classmethod
+    def of(cls, session: Session | None) -> _Ended:
+        if session is None:
+            return cls(None, None, False)
+        key, response, first = session.last_answer()
+        return cls(key, response, first)
 """How many ended call ids are remembered, to answer their late notifications harmlessly."""
 
 
@@ -119,7 +135,9 @@ class App:
         self._numbers: dict[str, str] = {}
         self._default: str | None = None
         self.sessions: dict[str, Session] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._ended: OrderedDict[str, _Ended] = OrderedDict()
+        self._hung_up: OrderedDict[str, None] = OrderedDict()
+        self._hangup_waiters: dict[str, anyio.Event] = {}
         self._end_waiters: dict[str, anyio.Event] = {}
         self._outbound: dict[str, _Outbound] = {}
         self._runners: dict[str, Runner] = {}
@@ -352,7 +370,7 @@ class App:
         call_id = session.call.id
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
-        self._remember_ended(call_id)
+        self._remember_ended(call_id, session)
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
@@ -363,10 +381,25 @@ class App:
             del self._runners[call_id]
         self._remember_ended(call_id)
 
-    def _remember_ended(self, call_id: str) -> None:
-        self._ended[call_id] = None
+    def _remember_ended(self, call_id: str, session: Session | None = None) -> None:
+        self._ended[call_id] = _Ended.of(session)
         if len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)
+
+    def _mark_hung_up(self, call_id: str) -> None:
+        self._hung_up[call_id] = None
+        if len(self._hung_up) > ENDED_MEMORY:
+            self._hung_up.popitem(last=False)
+        waiter = self._hangup_waiters.pop(call_id, None)
+        if waiter is not None:
+            waiter.set()
+
+    async def wait_hung_up(self, call_id: str) -> None:
+        """Wait until the platform reports that the call ``call_id`` has hung up."""
+        if call_id in self._hung_up:
+            return
+        waiter = self._hangup_waiters.setdefault(call_id, anyio.Event())
+        await waiter.wait()
 
     async def wait_ended(self, call_id: str) -> None:
         """Wait until the call ``call_id`` is over and its flow has finished."""
@@ -610,8 +643,16 @@ class App:
         session = self.sessions.get(call_id)
         if fallback or event.kind == "callback_unavailable":
             return call_id, self._fallback(event, session), False
+        if event.kind == "hangup" and (
+            session is None or not event.leg_id or event.leg_id == session.caller_leg
+        ):
+            self._mark_hung_up(call_id)
         if session is None:
-            if call_id in self._ended:
+            ended = self._ended.get(call_id)
+            if ended is not None:
+                # A redelivery of the notification that ended the call gets the same answer.
+                if ended.key is not None and event_key(event) == ended.key:
+                    return call_id, ended.response, ended.first
                 return call_id, None, False
             session = self._new_session(event, query)
             if session is None:

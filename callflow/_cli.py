@@ -60,6 +60,8 @@ EXIT_INTERRUPTED = 130
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+HANGUP_WAIT = 120.0
+"""Seconds ``callflow dial`` keeps serving after the flow ended, for the platform's hang-up."""
 
 # Command-line options that map onto Settings fields of the same name.
 SETTING_OPTIONS = (
@@ -441,6 +443,10 @@ def run_dial(args: argparse.Namespace) -> int:
             return EXIT_NOT_ANSWERED
         _say(f"answered: call {result.call_id}; flow {spec.name} is running")
         await app.wait_ended(result.call_id)
+        # The flow is done, but the platform may still be playing its last words
+        # and will post the hang-up: keep serving until it has.
+        with anyio.move_on_after(HANGUP_WAIT):
+            await app.wait_hung_up(result.call_id)
         _say(f"call {result.call_id} ended")
         return EXIT_OK
 

@@ -59,7 +59,12 @@ Flow = Callable[["Call"], Awaitable[None]]
 MAX_OUTBOX = 500
 """A flow that queues more commands than this without blocking is stuck in a loop."""
 
-_EventKey = tuple[str, int | None, str, str | None]
+EventKey = tuple[str, int | None, str, str | None]
+
+
+def event_key(event: Event) -> EventKey:
+    """What makes two deliveries of a notification the same notification."""
+    return (event.kind, event.step, event.leg_id, event.digits)
 
 
 class SessionHost(Protocol):
@@ -249,14 +254,14 @@ class Session:
         self.done = False
         self.started = False
         self.first_batch = False
-        self._start_key: _EventKey | None = None
+        self._start_key: EventKey | None = None
         self.observers: list[MemoryObjectSendStream[Event]] | None = None
         self._request: Waiter | None = None
         self._marker: int | None = None
         self._held = False
         self._task: Cancellable | None = None
         self._grace: Cancellable | None = None
-        self._last_key: _EventKey | None = None
+        self._last_key: EventKey | None = None
         self._last_response: list[Command] | None = None
         # Legs of the dials already over (created by the first one): see _Pending.feed.
         self._spent_legs: set[str] | None = None
@@ -276,11 +281,11 @@ class Session:
         """
         self._observe(event)
         self.first_batch = False
-        key: _EventKey | None = None
+        key: EventKey | None = None
         if event.kind in _ANSWERING_KINDS or (
             event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg)
         ):
-            key = (event.kind, event.step, event.leg_id, event.digits)
+            key = event_key(event)
             if key == self._last_key:  # a duplicate delivery: answer it the same way
                 if self._inflight is not None:
                     await self._inflight.wait()
@@ -316,8 +321,13 @@ class Session:
             return await self._respond(key, answered=pending)
         return None
 
+    def last_answer(self) -> tuple[EventKey | None, list[Command] | None, bool]:
+        """The last answered notification's key, its answer, and whether it was the first batch."""
+        key = self._last_key
+        return key, self._last_response, key is not None and key == self._start_key
+
     async def _respond(
-        self, key: _EventKey | None, *, start: bool = False, answered: _Pending | None = None
+        self, key: EventKey | None, *, start: bool = False, answered: _Pending | None = None
     ) -> list[Command]:
         done = anyio.Event()
         self._last_key, self._last_response, self._inflight = key, None, done
