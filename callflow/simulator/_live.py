@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -84,10 +84,9 @@ def subscribe(
     def observe(source: SimCall, entry: TranscriptEntry | None) -> None:
         if call is not None and source is not call:
             return
-        try:
+        # Once the reader has left, events are dropped until the block unsubscribes.
+        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             send.send_nowait(LiveEvent(source, entry))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the reader left: events are simply dropped until we unsubscribe
 
     sim.observers.append(observe)
     try:

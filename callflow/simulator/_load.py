@@ -11,11 +11,11 @@ what is measured is the application (and the HTTP between the two), not the leng
 prompts. Calls are *started* at `rate` per real second.
 
 Latency is the simulator's view of each notification POST: from the moment it is sent
-until the response body is read, including connection set-up and any wait for a free
-connection (`connections`, default 64: ample unless the app falls behind). Put the
-application in another process (as `bench/load.py` does) for honest numbers: in one
-process the generator, which does more work per notification than the app, shares its
-event loop and core.
+until the response body is read, including connection set-up when no kept-alive
+connection is free (notifications go through `LeanTransport`: no pool limit, no pool
+scans). Put the application in another process (as `bench/load.py` does) for honest
+numbers: in one process the generator, which does more work per notification than the
+app, shares its event loop and core.
 
 A call *completes* when it ends with no notification failure (no answer, timeout, bad
 commands) and, if `expect` is given, having heard a prompt containing `expect`. Anything
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -42,6 +40,7 @@ from ._asgi import Receive, Scope, Send
 from ._clock import Clock
 from ._engine import SimCall
 from ._errors import ConfigError
+from ._lean_http import LeanTransport
 from ._network import Step, parse_script
 from ._serving import serve_asgi
 from ._simulator import Simulator
@@ -51,9 +50,6 @@ from ._wire import normalize_number
 __all__ = ("LatencyStats", "LoadGenerator", "LoadResult", "percentile")
 
 _START = "callflow.load.start"
-_CALL_PATH = re.compile(r"^/(?:comms/v1|simulator)/calls/([^/]+)")
-POOL_SIZE = 8
-"""Connections per pool (see `_Pools`)."""
 
 
 def percentile(ordered: list[float], p: float) -> float:
@@ -175,7 +171,9 @@ class LoadGenerator:
     Enter it (`async with`), serve it (`load.serve()`, or mount it as the ASGI app it is)
     where the app reaches it as its platform, let the app point its numbers at it, then
     `await load.run(...)`. Configure phones and numbers on `load.sim`: every shard sees
-    them. Extra keyword arguments go to each `Simulator`.
+    them. `transport` replaces the HTTP transport under the notifications (default
+    `LeanTransport`; e.g. `httpx.ASGITransport(app=app)` for no sockets at all); extra
+    keyword arguments go to each `Simulator`.
 
     Calls are spread over `shards` simulators, each with its own virtual clock, behind one
     router for the REST API. One clock for every call would be a barrier: virtual time
@@ -188,7 +186,6 @@ class LoadGenerator:
         self,
         *,
         shards: int = 8,
-        connections: int = 64,
         keep_failures: int = 10,
         transport: httpx.AsyncBaseTransport | None = None,
         **simulator_options: Any,
@@ -199,7 +196,7 @@ class LoadGenerator:
         self.keep_failures = keep_failures
         timeout = float(simulator_options.get("notification_timeout", 10.0))
         self._client = httpx.AsyncClient(
-            transport=transport if transport is not None else _Pools(connections),
+            transport=transport if transport is not None else LeanTransport(),
             timeout=timeout,
             event_hooks={"request": [self._sent], "response": [self._answered]},
         )
@@ -262,10 +259,12 @@ class LoadGenerator:
         await self._shard_for(scope)(scope, receive, send)
 
     def _shard_for(self, scope: Scope) -> Simulator:
-        match = _CALL_PATH.match(str(scope.get("path", "")))
-        if match is not None:
+        """The shard holding the call named in the path (any provider's URL shape), else
+        the first: new calls, numbers, and anything else shared."""
+        for segment in str(scope.get("path", "")).split("/")[2:]:
+            call_id = segment.partition(".")[0]  # e.g. Twilio's /Calls/{sid}.json
             for sim in self.sims:
-                if match[1] in sim.calls:
+                if call_id in sim.calls:
                     return sim
         return self.sim
 
@@ -345,7 +344,7 @@ class LoadGenerator:
             rate=rate,
             peak_concurrency=tally.peak,
             simulated_seconds=max(
-                sim.clock.now() - before for sim, before in zip(self.sims, clock_start)
+                sim.clock.now() - before for sim, before in zip(self.sims, clock_start, strict=True)
             ),
             failures=tuple(tally.reasons),
             failed_transcripts=tuple(tally.transcripts),
@@ -365,32 +364,6 @@ class LoadGenerator:
             tally.count(transcript, expect)
         # Forget the call: a long run must not keep every transcript.
         call.sim.calls.pop(call.call_id, None)
-
-
-class _Pools(httpx.AsyncBaseTransport):
-    """`connections` spread over small connection pools, used in turn.
-
-    httpcore looks at every connection of its pool (a system call for each idle one) each
-    time a request starts or ends; with one big pool that alone saturated the generator at
-    about 1000 notifications/s. Pools of `POOL_SIZE` keep that cost flat.
-    """
-
-    def __init__(self, connections: int) -> None:
-        count = max(1, -(-connections // POOL_SIZE))
-        size = max(1, connections // count)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        tls = ssl.create_default_context()  # once: each costs tens of milliseconds
-        self._pools = [
-            httpx.AsyncHTTPTransport(limits=limits, verify=tls) for _ in range(count)
-        ]
-        self._turn = itertools.cycle(self._pools)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await next(self._turn).handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
 
 
 async def _sleep_until(deadline: float) -> None:
