@@ -282,4 +282,5 @@ async def test_scaled_clock_waits_really() -> None:
     transcript = await run_call(app, clock=Clock.scaled(20))
     elapsed = time.monotonic() - start
     assert 0.09 <= elapsed < 5  # really waited (2 s / 20), and did not wait 2 s unscaled...
-    assert transcript.entries[-1].at == pytest.approx(2, abs=0.2)
+    # 2 s of simulated wait; a loaded machine can only make the scaled clock late, never early
+    assert 1.9 <= transcript.entries[-1].at < 6
