@@ -143,6 +143,7 @@ class App:
         self._runners: dict[str, Runner] = {}
         self._tg: TaskGroup | None = None
         self._spawner: Spawner | None = None
+        self._closing = False
         self._client: httpx.AsyncClient | None = None
         self._stack: AsyncExitStack | None = None
         self._platform: Platform | None = None
@@ -275,6 +276,10 @@ class App:
         return self.settings.apology
 
     @property
+    def stall_timeout(self) -> float | None:
+        return self.settings.stall_timeout or None
+
+    @property
     def keepalive(self) -> float | None:
         return self.settings.keepalive if self.platform.keepalive else None
 
@@ -344,6 +349,9 @@ class App:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            await self._hang_up_all()
         stack, self._stack = self._stack, None
         spawner, self._spawner = self._spawner, None
         if spawner is not None:
@@ -360,6 +368,33 @@ class App:
             self._client = None
             self.sessions.clear()
             self._runners.clear()
+
+    async def _hang_up_all(self) -> None:
+        """Shutting down: end every live call politely, all at once, within push_timeout."""
+        live = [s for s in self.sessions.values() if not s.ended]
+        client = self._client
+        if not live or client is None:
+            return
+        logger.info("shutting down: hanging up %d live call%s", len(live),
+                    "" if len(live) == 1 else "s")
+        goodbye: list[Command] = [Hangup()]
+        if self.settings.shutdown_message:
+            goodbye.insert(0, Say(self.settings.shutdown_message))
+
+        async def hang_up(session: Session) -> None:
+            session.end(by="app")
+            try:
+                await self.platform.push(client, session.call.id, list(goodbye),
+                                         url_for=self._url_for(session.call.id))
+            except Exception as exc:
+                logger.warning("%s: could not hang up on shutdown: %s", session.call.id, exc)
+            else:
+                logger.info("%s: hung up on shutdown", session.call.id)
+
+        with anyio.move_on_after(self.settings.push_timeout):
+            async with anyio.create_task_group() as tg:
+                for session in live:
+                    tg.start_soon(hang_up, session)
 
     def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
         if self._spawner is None:
@@ -600,6 +635,8 @@ class App:
         platform = self.platform
         platform.verify(webhook)
         events = platform.parse(webhook)
+        for event in events:
+            _check_text(event)
         if platform.mode == "execute":
             for event in events:
                 await self._dispatch(event, webhook.query)
@@ -654,6 +691,9 @@ class App:
                 if ended.key is not None and event_key(event) == ended.key:
                     return call_id, ended.response, ended.first
                 return call_id, None, False
+            if self._closing and event.kind == "incoming":
+                logger.warning("%s: a call arrived while shutting down; apologising", call_id)
+                return call_id, self._apology(), True
             session = self._new_session(event, query)
             if session is None:
                 return call_id, self._answer_orphan(event, query), False
@@ -818,6 +858,17 @@ def _names(names: list[str]) -> str:
     if not names:
         return "no commands"
     return f"{len(names)} command{'s' if len(names) != 1 else ''}: {', '.join(names)}"
+
+
+def _check_text(event: Event) -> None:
+    """Refuse identifiers that cannot travel back out (JSON allows lone surrogates)."""
+    for value in (event.call_id, event.leg_id, event.caller, event.callee, event.digits or ""):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotificationError(400, "invalid_field",
+                                    "the notification holds text that is not valid Unicode"
+                                    ) from None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

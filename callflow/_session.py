@@ -83,6 +83,10 @@ class SessionHost(Protocol):
         """What the caller hears when the flow raises."""
 
     @property
+    def stall_timeout(self) -> float | None:
+        """Seconds a flow may stay busy after missing the response budget (None: forever)."""
+
+    @property
     def keepalive(self) -> float | None:
         """Seconds of each hold pause while a slow flow has nothing to say.
 
@@ -224,6 +228,7 @@ class Session:
         "_marker",
         "_request",
         "_spent_legs",
+        "_stall",
         "_start_key",
         "_task",
         "call",
@@ -261,6 +266,7 @@ class Session:
         self._held = False
         self._task: Cancellable | None = None
         self._grace: Cancellable | None = None
+        self._stall: Cancellable | None = None
         self._last_key: EventKey | None = None
         self._last_response: list[Command] | None = None
         # Legs of the dials already over (created by the first one): see _Pending.feed.
@@ -346,8 +352,14 @@ class Session:
                 budget = self.host.response_budget
                 with anyio.move_on_after(float("inf") if budget is None else budget):
                     await ready.wait()
-            commands = self._take_outbox(slow=not ready.is_set())
+            slow = not ready.is_set()
+            commands = self._take_outbox(slow=slow)
             self._last_response = commands
+            if slow and not self.done and self.host.stall_timeout is not None:
+                # Watch that the flow reaches a verb that waits before the platform gives up.
+                if self._stall is not None:
+                    self._stall.cancel()
+                self._stall = self.host.spawn(self._watch_stall)
             return commands
         finally:
             self._request = None
@@ -460,6 +472,21 @@ class Session:
         await self.flush()
         self.end(by="app", discard=False)
 
+    async def _watch_stall(self) -> None:
+        step, timeout = self.step, self.host.stall_timeout
+        await anyio.sleep(timeout or 0.0)
+        if self.done or self.ended or self.pending is not None or self.step != step:
+            return
+        logger.error("%s: the flow has not reached a verb that waits for %.1f s; apologising, "
+                     "hanging up and cancelling it", self.call.id, timeout)
+        self._stall = None
+        self.end(by="app")
+        self.outbox = [Say(self.host.apology)] if self.host.apology else []
+        self.outbox.append(Hangup())
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+
     async def _cancel_after_grace(self) -> None:
         await anyio.sleep(self.host.hangup_grace)
         if not self.done and self._task is not None:
@@ -489,6 +516,9 @@ class Session:
         finally:
             self.done = True
             self.pending = None
+            if self._stall is not None:
+                self._stall.cancel()
+                self._stall = None
             if self._grace is not None:
                 # The flow is over: no grace timer may outlive it (a FakeCall would wait it out).
                 self._grace.cancel()

@@ -12,6 +12,9 @@ from ._exceptions import ConfigurationError
 
 __all__ = ("Settings",)
 
+DEFAULT_SHUTDOWN_MESSAGE = (
+    "Sorry, we have to end this call now. Please call again later. Goodbye."
+)
 DEFAULT_APOLOGY = "Sorry, something went wrong on our side. Please call again later. Goodbye."
 
 PLATFORM_URLS: dict[str, str] = {
@@ -65,6 +68,12 @@ class Settings:
     """Seconds a flow busy in its own I/O may run on after the caller hung up."""
     apology: str = DEFAULT_APOLOGY
     """What the caller hears when a flow raises, before the hang-up."""
+    stall_timeout: float = 45.0
+    """Seconds a flow may stay busy in its own I/O after missing the response budget,
+    before the caller gets the apology and a hang-up (0: no limit). Keep it under the
+    platform's idle hang-up (60 s on BlueVia)."""
+    shutdown_message: str = DEFAULT_SHUTDOWN_MESSAGE
+    """What live callers hear when the app shuts down, before the hang-up."""
     caller_id: str = ""
     """Default caller id of outbound calls (default: the app's first number)."""
     max_body: int = 64 * 1024

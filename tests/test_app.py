@@ -834,7 +834,11 @@ async def test_marker_callback_before_the_flow_is_ready_sends_the_rest_by_setcom
         [request] = await platform.wait_requests(1)
         assert request.json == {"commands": [speak("Found it."), get_digits(2), redirect(2)]}
         assert await post(client, "Redirected", url=action(1)) == NOTHING
-    assert len(platform.requests) == 1
+        assert len(platform.requests) == 1
+    # Leaving the app shuts it down: the call, still live, is hung up politely.
+    goodbye = platform.requests[-1].json["commands"]
+    assert len(platform.requests) == 2
+    assert goodbye == [speak(Settings().shutdown_message), {"hangup": {"reason": "rejected"}}]
 
 
 @pytest.mark.anyio

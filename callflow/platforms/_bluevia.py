@@ -210,7 +210,7 @@ class BlueVia:
     def parse_notification(self, body: bytes, query: Mapping[str, str]) -> Event:
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _bad("malformed_json", "the notification body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise _bad("malformed_json", "the notification body must be a JSON object")
@@ -224,7 +224,7 @@ class BlueVia:
         step_text = query.get("step")
         step: int | None = None
         if step_text is not None:
-            if not step_text.isdigit():
+            if not (step_text.isascii() and step_text.isdigit()):
                 raise _bad("invalid_field", "the 'step' query parameter must be a number")
             step = int(step_text)
         direction = _text(payload, "direction")

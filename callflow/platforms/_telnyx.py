@@ -213,7 +213,7 @@ class Telnyx:
     def parse(self, webhook: Webhook) -> list[Event]:
         try:
             document = json.loads(webhook.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _bad("malformed_json", "the webhook body is not valid JSON") from None
         data = document.get("data", document) if isinstance(document, dict) else None
         if not isinstance(data, dict):

@@ -196,7 +196,7 @@ class Twilio:
             raise _bad("missing_field", "the webhook has no CallSid")
         step: int | None = None
         if "step" in query:
-            if not query["step"].isdigit():
+            if not (query["step"].isascii() and query["step"].isdigit()):
                 raise _bad("invalid_field", "the 'step' query parameter must be a number")
             step = int(query["step"])
         stamp = form.get("Timestamp")

@@ -104,6 +104,7 @@ class FakeCall:
         self.apology = apology
         self.response_budget = response_budget
         self.hangup_grace = hangup_grace
+        self.stall_timeout: float | None = None
         self.keepalive = keepalive
         self.platform = platform
         self.clock = 0.0

@@ -268,16 +268,6 @@ async def test_wrong_secret_never_reaches_the_live_call() -> None:
         assert answer == [speak(f"{LIVE} chose 4."), HANGUP]
 
 
-XFAIL_PARSER = (
-    "BlueVia adapter (callflow/platforms/_bluevia.py, parse_notification) lets a non-JSON "
-    "error escape, which the App (_app.py _http) does not catch: the server answers 500. "
-)
-
-
-@pytest.mark.xfail(strict=True, reason=XFAIL_PARSER + (
-    "'step' is checked with str.isdigit(), true for '²' and other Unicode digits that int() "
-    "rejects, so ?step=%C2%B2 raises ValueError. Fix: accept only ASCII digits "
-    "(step_text.isascii() and step_text.isdigit()) and answer 400 invalid_field."))
 async def test_a_non_ascii_digit_step_is_a_400() -> None:
     app, _ = live_app()
     async with app, httpx.AsyncClient(
@@ -290,10 +280,6 @@ async def test_a_non_ascii_digit_step_is_a_400() -> None:
         assert response.json()["error"]["code"] == "invalid_field"
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL_PARSER + (
-    "json.loads raises RecursionError (not ValueError) on deeply nested arrays, e.g. 60,000 "
-    "'[' in a body under the 64 KiB limit. Fix: catch RecursionError with ValueError and "
-    "answer 400 malformed_json."))
 async def test_deeply_nested_json_is_a_400() -> None:
     app, _ = live_app()
     async with app, httpx.AsyncClient(
@@ -304,13 +290,6 @@ async def test_deeply_nested_json_is_a_400() -> None:
         assert response.json()["error"]["code"] == "malformed_json"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A callId holding a lone surrogate (JSON '\\ud800') is accepted, and the App's action "
-    "URL for it (App.action_url: quote(call_id)) raises UnicodeEncodeError: 500, and a "
-    "session is left behind for a call that was never answered. Fix: in the adapter, refuse "
-    "string fields that do not encode as UTF-8 (400 invalid_field); in App._http, turn any "
-    "unexpected exception into a logged JSON 500 at worst, and never keep a session whose "
-    "first response failed."))
 async def test_a_call_id_that_is_not_unicode_text_is_a_400() -> None:
     app, _ = live_app()
     async with app, httpx.AsyncClient(

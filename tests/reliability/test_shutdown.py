@@ -183,14 +183,6 @@ def test_the_server_exits_cleanly_within_a_bounded_time(outcome: Outcome) -> Non
     assert outcome.stdout.rstrip().endswith("stopped"), outcome.output()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "On shutdown the App cancels its flows (App.__aexit__ -> Spawner.aclose) and tells the "
-    "platform nothing: live calls stay up in silence until the platform's 60 s idle timeout. "
-    "Needed in _app.py: at lifespan shutdown, before cancelling the tasks, end every live "
-    "session (Session.end(by='app'), so flows get CallEnded and run their finally) and "
-    "deliver [Say(<goodbye, e.g. Settings.shutdown_message>), Hangup()] to each by "
-    "setcommands, concurrently and bounded by push_timeout; a notification for a new call "
-    "that still arrives meanwhile gets the apology and a hang-up."))
 def test_every_live_call_is_hung_up_politely(outcome: Outcome) -> None:
     for call_id in (*LIVE, "slow-1"):
         batches = outcome.setcommands.get(call_id)
