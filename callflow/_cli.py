@@ -35,6 +35,7 @@ from ._settings import Settings
 __all__ = (
     "COMMANDS",
     "add_connection_options",
+    "add_platform_options",
     "build_parser",
     "main",
     "run_async",
@@ -66,8 +67,10 @@ HANGUP_WAIT = 120.0
 # Command-line options that map onto Settings fields of the same name.
 SETTING_OPTIONS = (
     "public_url", "platform_url", "api_key", "api_secret", "secret", "response_budget",
-    "caller_id",
+    "caller_id", "platform", "twilio_account_sid", "twilio_auth_token", "telnyx_api_key",
+    "telnyx_public_key", "telnyx_connection_id",
 )
+PLATFORMS = ("bluevia", "twilio", "telnyx")
 
 DESCRIPTION = """\
 Serve telephone call flows written as Python coroutines.
@@ -169,13 +172,36 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     platform = parser.add_argument_group("platform")
     platform.add_argument(
         "--platform-url", metavar="URL",
-        help="the platform's REST API (default: http://127.0.0.1:8080, a local "
-             "'callflow simulator'; CALLFLOW_PLATFORM_URL)",
+        help="the platform's REST API (default: the platform's own; for bluevia "
+             "http://127.0.0.1:8080, a local 'callflow simulator'; CALLFLOW_PLATFORM_URL)",
     )
     platform.add_argument("--api-key", help="API key for the platform (CALLFLOW_API_KEY)")
     platform.add_argument(
         "--api-secret", help="API secret for the platform (CALLFLOW_API_SECRET)"
     )
+    add_platform_options(platform)
+
+
+def add_platform_options(group: Any, *, default: str | None = None) -> None:
+    """``--platform`` and each provider's credentials, as ``Settings`` fields of the same
+    names (``None`` when not given: ``CALLFLOW_*`` variables and the file's ``App(...)``
+    then decide)."""
+    group.add_argument(
+        "--platform", choices=PLATFORMS, default=default,
+        help=f"the provider whose wire format to speak (default: {default or 'bluevia'}"
+             f"{'' if default else '; CALLFLOW_PLATFORM'})",
+    )
+    group.add_argument("--twilio-account-sid", metavar="SID",
+                       help="Twilio: the account SID, AC... (CALLFLOW_TWILIO_ACCOUNT_SID)")
+    group.add_argument("--twilio-auth-token", metavar="TOKEN",
+                       help="Twilio: the auth token (CALLFLOW_TWILIO_AUTH_TOKEN)")
+    group.add_argument("--telnyx-api-key", metavar="KEY",
+                       help="Telnyx: the API v2 key (CALLFLOW_TELNYX_API_KEY)")
+    group.add_argument("--telnyx-public-key", metavar="KEY",
+                       help="Telnyx: the base64 Ed25519 public key of webhook signatures "
+                            "(CALLFLOW_TELNYX_PUBLIC_KEY)")
+    group.add_argument("--telnyx-connection-id", metavar="ID",
+                       help="Telnyx: the Call Control Application (CALLFLOW_TELNYX_CONNECTION_ID)")
 
 
 def add_serve_parser(subparsers: Any) -> None:
@@ -393,7 +419,12 @@ async def _configure_numbers(app: App) -> None:
 def _platform_hint(app: App, message: str, status: int | None, *, configuring: bool) -> str:
     url = app.settings.api_url
     if status in (401, 403):
-        hint = "check --api-key and --api-secret (CALLFLOW_API_KEY, CALLFLOW_API_SECRET)"
+        hint = {
+            "twilio": "check --twilio-account-sid and --twilio-auth-token "
+                      "(CALLFLOW_TWILIO_ACCOUNT_SID, CALLFLOW_TWILIO_AUTH_TOKEN)",
+            "telnyx": "check --telnyx-api-key (CALLFLOW_TELNYX_API_KEY)",
+        }.get(app.settings.platform,
+              "check --api-key and --api-secret (CALLFLOW_API_KEY, CALLFLOW_API_SECRET)")
     else:
         hint = (f"is a platform running at {url}? Start a local one with 'callflow simulator' "
                 "or point --platform-url (CALLFLOW_PLATFORM_URL) at yours")

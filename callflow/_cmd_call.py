@@ -5,6 +5,10 @@ By default everything runs in this process, over real loopback HTTP: the app (se
 port the OS picks. The app points its numbers at the simulator through the REST API, and
 the call is placed and its transcript read through the simulator's ``/simulator``
 extension: the same path as against a simulator in another process (``--against URL``).
+
+``--platform twilio`` (or ``telnyx``) runs both sides on that provider's wire format,
+with throwaway credentials made up for the one run: the same flows, the same script, the
+same transcript.
 """
 
 from __future__ import annotations
@@ -27,10 +31,18 @@ from ._cli import (
     _check_url,
     _e164,
     _platform_hint,
+    add_platform_options,
     run_async,
     setup_logging,
 )
-from ._cmd_simulator import add_clock_options, clock_from_args, clock_name, phone_option
+from ._cmd_simulator import (
+    add_chaos_options,
+    add_clock_options,
+    chaos_from_args,
+    clock_from_args,
+    clock_name,
+    phone_option,
+)
 from ._exceptions import ConfigurationError, PlatformError
 from ._loader import load_app
 from ._server import Listener, serving
@@ -62,6 +74,7 @@ def add_parser(subparsers: Any) -> None:
         help="place a simulated call into a flows file and print the transcript",
         description="Run the flows in FILE and a simulated BlueVia network together in this\n"
                     "process (real HTTP on loopback, no account, network or configuration),\n"
+                    "or a simulated Twilio or Telnyx with --platform (throwaway credentials),\n"
                     "place one call into the flow, and print what the caller heard and did.\n"
                     "The simulated caller follows a script: --press KEYS waits for the next\n"
                     "prompt to finish, then presses KEYS when the flow listens for keys.\n"
@@ -76,6 +89,7 @@ def add_parser(subparsers: Any) -> None:
                "      --step 'press:#' --press 1\n"
                "  callflow call examples/ivr.py --script caller.txt --json\n"
                "  callflow call examples/reminder.py --outbound --press 1\n"
+               "  callflow call examples/ivr.py --platform twilio --press 1\n"
                "\n"
                "against a simulator in another process ('callflow simulator'):\n"
                "  callflow call examples/ivr.py --against http://127.0.0.1:8080 --press 1\n"
@@ -149,6 +163,11 @@ def add_parser(subparsers: Any) -> None:
     )
     network.add_argument("--api-key", help="the simulator's API key (CALLFLOW_API_KEY)")
     network.add_argument("--api-secret", help="the simulator's API secret (CALLFLOW_API_SECRET)")
+    add_chaos_options(network)
+    provider = parser.add_argument_group(
+        "the provider", "the credentials are made up for the run, unless --against: then "
+                        "those of that simulator (or CALLFLOW_* variables)")
+    add_platform_options(provider, default="bluevia")
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print the transcript as JSON",
@@ -247,6 +266,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
         if args.numbers:
             raise ConfigurationError("--numbers configures a simulator this command starts; "
                                      "with --against, give it to 'callflow simulator'")
+        if args.duplicate_webhooks or args.reorder_webhooks:
+            raise ConfigurationError("--duplicate-webhooks and --reorder-webhooks configure a "
+                                     "simulator this command starts; with --against, give "
+                                     "them to 'callflow simulator'")
     outbound = bool(args.outbound or args.flow)
     caller = _e164(args.caller, "--from") if args.caller else None
     to = _e164(args.to, "--to") if args.to else None
@@ -292,9 +315,17 @@ def run_call(args: argparse.Namespace) -> int:
     async def main() -> tuple[Transcript, str | None]:
         async with AsyncExitStack() as stack:
             sim_url = args.platform_url
+            provider = _provider_settings(args)
             if sim_url is None:
                 sim = Simulator(clock=clock, api_key=api_key, api_secret=api_secret,
-                                config=args.numbers)
+                                config=args.numbers, platform=args.platform,
+                                twilio_account_sid=args.twilio_account_sid,
+                                twilio_auth_token=args.twilio_auth_token,
+                                chaos=chaos_from_args(args))
+                provider = sim.app_settings()  # throwaway credentials, for this run only
+                if plan.app is not None:  # the account's numbers (Telnyx assigns them all
+                    for number in _numbers_used(plan.app, plan):  # to the app's connection)
+                        sim.add_account_number(number)
                 sim_url = await stack.enter_async_context(
                     serving(sim, Listener.bind("127.0.0.1", 0), graceful_timeout=1.0)
                 )
@@ -303,9 +334,10 @@ def run_call(args: argparse.Namespace) -> int:
             if plan.serve_app and app is not None:
                 listener = Listener.bind("127.0.0.1", 0)
                 assert base is not None
-                app.configure(dataclasses.replace(  # the simulator speaks BlueVia
-                    base, public_url=listener.url, platform="bluevia", platform_url=sim_url,
-                    api_key=api_key, api_secret=api_secret,
+                # The app speaks what the simulator speaks, with its credentials.
+                credentials = {"api_key": api_key, "api_secret": api_secret, **provider}
+                app.configure(dataclasses.replace(
+                    base, public_url=listener.url, platform_url=sim_url, **credentials,
                 ))
                 await stack.enter_async_context(serving(app, listener, graceful_timeout=1.0))
             client = await stack.enter_async_context(
@@ -334,13 +366,26 @@ def run_call(args: argparse.Namespace) -> int:
     if args.json:
         print(transcript.to_json(), flush=True)
     else:
-        clock_note = "" if args.platform_url else f" ({clock_name(clock)})"
+        notes = [] if args.platform_url else [clock_name(clock)]
+        if args.platform != "bluevia":
+            notes.append(args.platform)
+        clock_note = f" ({', '.join(notes)})" if notes else ""
         _show(transcript, plan, clock_note, args.verbose > 0, problem)
     if problem is not None:
         return EXIT_NOT_ANSWERED
     if transcript.texts("error"):
         return EXIT_NOT_ANSWERED
     return EXIT_OK
+
+
+def _provider_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The platform and the credentials given on the command line (--against)."""
+    settings: dict[str, Any] = {"platform": args.platform}
+    for name in ("twilio_account_sid", "twilio_auth_token", "telnyx_api_key",
+                 "telnyx_public_key", "telnyx_connection_id"):
+        if getattr(args, name, None):
+            settings[name] = getattr(args, name)
+    return settings
 
 
 def _extra_number(app: App, plan: _Plan) -> str | None:
@@ -375,8 +420,13 @@ async def _point_numbers(app: App, client: SimulatorClient, plan: _Plan) -> None
                                            exc.status, configuring=False),
                             status=exc.status, body=exc.body) from exc
     extra = _extra_number(app, plan)
-    if extra is not None:
+    if extra is None:
+        return
+    if app.settings.platform == "bluevia":
         await client.configure_number(extra, app.callback_url, app.fallback_url)
+    else:  # through the provider's own API, which also sets what only it has (StatusCallback)
+        await app.platform.configure_number(app.http, extra, callback_url=app.callback_url,
+                                            fallback_url=app.fallback_url)
 
 
 async def _place(app: App | None, client: SimulatorClient, plan: _Plan

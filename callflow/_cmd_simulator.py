@@ -1,8 +1,9 @@
-"""``callflow simulator``: the BlueVia simulator and its telephones, as a server process.
+"""``callflow simulator``: the platform simulator and its telephones, as a server process.
 
 Apps reach it as their platform (``callflow serve`` points at http://127.0.0.1:8080 by
 default); calls are placed into it from outside with ``callflow call --against URL`` or the
-simulator's ``/simulator`` HTTP extension.
+simulator's ``/simulator`` HTTP extension. ``--platform twilio`` (or ``telnyx``) makes it
+speak that provider's wire format instead of BlueVia's.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from typing import Any
 import anyio
 
 from . import __version__
-from ._cli import EXIT_OK, _port, run_async, setup_logging
+from ._cli import EXIT_OK, PLATFORMS, _port, run_async, setup_logging
 from ._exceptions import ConfigurationError
 from ._server import Listener, serve_until_signal
-from .simulator import Clock, ConfigError, Phone, Simulator
+from .simulator import Chaos, Clock, ConfigError, Phone, Simulator
 
-__all__ = ("add_clock_options", "add_parser", "clock_from_args", "clock_name", "phone_option")
+__all__ = (
+    "add_chaos_options",
+    "add_clock_options",
+    "add_parser",
+    "chaos_from_args",
+    "clock_from_args",
+    "clock_name",
+    "phone_option",
+    "settings_options",
+)
 
 DEFAULT_PORT = 8080  # Settings.platform_url's default: serve and simulator meet with no options
 
@@ -93,6 +103,42 @@ def clock_from_args(args: argparse.Namespace) -> Clock:
     return Clock.virtual()
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("a probability is from 0 to 1")
+    return value
+
+
+def add_chaos_options(group: Any) -> None:
+    """``--duplicate-webhooks P`` / ``--reorder-webhooks P``: what real providers do."""
+    group.add_argument(
+        "--duplicate-webhooks", type=_probability, default=0.0, metavar="P",
+        help="deliver each webhook twice with probability P (twilio: any webhook; the "
+             "duplicate's answer is ignored)",
+    )
+    group.add_argument(
+        "--reorder-webhooks", type=_probability, default=0.0, metavar="P",
+        help="hold an asynchronous webhook (twilio: status callbacks) back behind the "
+             "call's next one with probability P",
+    )
+
+
+def chaos_from_args(args: argparse.Namespace) -> Chaos | None:
+    if not (args.duplicate_webhooks or args.reorder_webhooks):
+        return None
+    return Chaos(duplicate=args.duplicate_webhooks, reorder=args.reorder_webhooks)
+
+
+def settings_options(settings: dict[str, str]) -> str:
+    """Command-line options giving an app these ``Settings`` fields, e.g. credentials."""
+    return " ".join(f"--{name.replace('_', '-')} {value}" for name, value in settings.items()
+                    if name not in ("api_key", "api_secret") or value not in ("key", "secret"))
+
+
 def clock_name(clock: Clock) -> str:
     if clock.mode == "scaled":
         return f"{clock.speed:g}x time"
@@ -102,11 +148,13 @@ def clock_name(clock: Clock) -> str:
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulator",
-        help="run the BlueVia platform simulator and its telephones as a server",
+        help="run the platform simulator and its telephones as a server",
         description="Serve a simulated BlueVia Voice platform and telephone network until\n"
                     "Ctrl+C (SIGINT) or SIGTERM. Apps use it as their platform (its REST API\n"
                     "is URL/comms/v1); calls are placed into it from outside with\n"
                     "'callflow call --against URL' or its /simulator HTTP extension.\n"
+                    "With --platform twilio it speaks Twilio instead (REST API under\n"
+                    "URL/2010-04-01, TwiML webhooks); the banner says how apps connect.\n"
                     "Prints its URL on the first line, then one log line per call.",
         epilog="examples:\n"
                "  callflow simulator\n"
@@ -114,6 +162,8 @@ def add_parser(subparsers: Any) -> None:
                "  callflow call --against http://127.0.0.1:8080 --to +34900000001 --press 1\n"
                "\n"
                "  callflow simulator --port 0 --numbers phones.toml --phone +34910000001=busy\n"
+               "  callflow simulator --platform twilio --twilio-account-sid AC123 \\\n"
+               "      --twilio-auth-token t0ken --duplicate-webhooks 0.2\n"
                "\n"
                "phones.toml:\n"
                "  [phones]\n"
@@ -148,6 +198,26 @@ def add_parser(subparsers: Any) -> None:
         "--api-secret", default=os.environ.get("CALLFLOW_API_SECRET") or "secret",
         help="the API secret apps must use (default: CALLFLOW_API_SECRET, else 'secret')",
     )
+    provider = parser.add_argument_group("provider")
+    provider.add_argument(
+        "--platform", choices=PLATFORMS,
+        default=os.environ.get("CALLFLOW_PLATFORM") or "bluevia",
+        help="the provider whose wire format apps see (default: CALLFLOW_PLATFORM, else "
+             "bluevia)",
+    )
+    provider.add_argument(
+        "--twilio-account-sid", metavar="SID",
+        default=os.environ.get("CALLFLOW_TWILIO_ACCOUNT_SID"),
+        help="twilio: the account SID apps must use (default: CALLFLOW_TWILIO_ACCOUNT_SID, "
+             "else made up and printed)",
+    )
+    provider.add_argument(
+        "--twilio-auth-token", metavar="TOKEN",
+        default=os.environ.get("CALLFLOW_TWILIO_AUTH_TOKEN"),
+        help="twilio: the auth token (API password and webhook signing key; default: "
+             "CALLFLOW_TWILIO_AUTH_TOKEN, else made up and printed)",
+    )
+    add_chaos_options(provider)
     add_clock_options(parser)
     parser.add_argument(
         "--backend", choices=("asyncio", "trio"), default="asyncio",
@@ -163,7 +233,9 @@ def add_parser(subparsers: Any) -> None:
 def run_simulator(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     clock = clock_from_args(args)
-    sim = Simulator(clock=clock, api_key=args.api_key, api_secret=args.api_secret)
+    sim = Simulator(clock=clock, api_key=args.api_key, api_secret=args.api_secret,
+                    platform=args.platform, twilio_account_sid=args.twilio_account_sid,
+                    twilio_auth_token=args.twilio_auth_token, chaos=chaos_from_args(args))
     if args.numbers:
         sim.load(args.numbers)
     for text in args.phone:
@@ -185,15 +257,22 @@ def run_simulator(args: argparse.Namespace) -> int:
 
 
 def _banner(sim: Simulator, url: str, clock: Clock) -> None:
-    lines = [
-        f"callflow {__version__} simulator on {url} ({clock_name(clock)})",
-        f"REST API: {url}/comms/v1 (API key {sim.api_key!r}, secret {sim.api_secret!r})",
-    ]
+    lines = [f"callflow {__version__} simulator on {url} ({clock_name(clock)}"
+             f"{'' if sim.platform == 'bluevia' else ', ' + sim.platform})"]
+    if sim.platform == "twilio":
+        settings = sim.app_settings()
+        lines.append(f"Twilio REST API: {url}/2010-04-01 (account "
+                     f"{settings['twilio_account_sid']}, auth token "
+                     f"{settings['twilio_auth_token']})")
+    lines.append(f"REST API: {url}/comms/v1 (API key {sim.api_key!r}, secret "
+                 f"{sim.api_secret!r}; also the /simulator extension's)")
     for number, phone in sorted(sim.phones.items()):
         lines.append(f"  phone {number}: {phone.outcome}")
     for number, config in sorted(sim.account_numbers.items()):
         lines.append(f"  number {number} → {config.callback_url}")
     platform = "" if url == "http://127.0.0.1:8080" else f" --platform-url {url}"
+    if sim.platform != "bluevia":
+        platform = f" --platform-url {url} {settings_options(sim.app_settings())}"
     auth = f"{sim.api_key}:{sim.api_secret}"
     lines += [
         "serve an app on it (its numbers are pointed at it on start):",

@@ -33,13 +33,16 @@ from ._network import (
     parse_step,
 )
 from ._serving import serve_asgi
-from ._simulator import NotificationOutcome, Simulator, serve_simulator
+from ._simulator import PLATFORMS, Chaos, NotificationOutcome, Simulator, serve_simulator
 from ._transcript import EntryKind, Transcript, TranscriptEntry
+from ._twilio import TwilioFrontEnd
 from ._wire import parse_commands
 
 __all__ = (
     "DEFAULT_PHONE",
+    "PLATFORMS",
     "ApiError",
+    "Chaos",
     "Clock",
     "ClockMode",
     "ConfigError",
@@ -69,6 +72,7 @@ __all__ = (
     "Talk",
     "Transcript",
     "TranscriptEntry",
+    "TwilioFrontEnd",
     "WaitFor",
     "WireError",
     "load_config",

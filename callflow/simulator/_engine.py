@@ -457,7 +457,8 @@ class SimCall:
     def _key(self, key: str) -> None:
         if self._listening and key in self._valid:
             self._keys.append(key)
-        if self._recording and key == self._record_finish:
+        # Any of several keys may end a recording (Twilio's finishOnKey="1234567890*#").
+        if self._recording and self._record_finish and key in self._record_finish:
             self._record_stop = True
         self.changed.notify()
 
@@ -559,6 +560,11 @@ class SimCall:
             if not winner:
                 return
             leg, phone = winner[0]
+            # A front end may run something on the answering party first (Twilio's
+            # <Number url>): False turns the leg away without bridging it.
+            answered = getattr(self.sim.frontend, "leg_answered", None)
+            if answered is not None and not await answered(self, leg):
+                return
             await self._bridge(leg, phone.script, command.on_answer)
         finally:
             for leg in legs:
@@ -667,6 +673,8 @@ class SimCall:
             self._log("error", f"no URL to send {name} to", eventName=name)
             return None
         outcome = await self.sim.frontend.notify(self, url, payload)
+        if outcome.logged:
+            return outcome.commands
         self._log(
             "notification", f"{name} → {url} ({outcome.summary})",
             eventName=name, url=url, status=outcome.status, ok=outcome.commands is not None,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,7 +37,10 @@ from ._serving import serve_asgi
 from ._transcript import Transcript
 from ._wire import Command, normalize_number, parse_commands
 
-__all__ = ("NotificationOutcome", "Simulator", "serve_simulator")
+__all__ = ("PLATFORMS", "Chaos", "NotificationOutcome", "Simulator", "serve_simulator")
+
+PLATFORMS = ("bluevia", "twilio", "telnyx")
+"""The providers whose wire format the simulator can speak (``Simulator(platform=...)``)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,40 @@ class NotificationOutcome:
     status: int | None
     commands: list[Command] | None  # None: the exchange failed
     summary: str
+    logged: bool = False
+    """The front end wrote the transcript lines itself (or sent nothing worth one)."""
+
+
+@dataclass
+class Chaos:
+    """Webhooks delivered as real providers sometimes deliver them: twice, or out of order.
+
+    Each is a probability per webhook (0 to 1); ``seed`` makes a run repeatable. What a
+    front end duplicates or reorders is documented with it (docs/reference/simulator.md).
+    """
+
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    seed: int | None = None
+    _random: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("duplicate", "reorder"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"Chaos({name}=...) is a probability, from 0 to 1")
+        self._random = random.Random(self.seed)
+
+    def duplicates(self) -> bool:
+        """Whether to deliver this webhook twice."""
+        return self.duplicate > 0 and self._random.random() < self.duplicate
+
+    def reorders(self) -> bool:
+        """Whether to hold this webhook back behind the call's next one."""
+        return self.reorder > 0 and self._random.random() < self.reorder
+
+    def shuffle(self, held: list[Any]) -> None:
+        """Put webhooks held back together in the order they will arrive in."""
+        self._random.shuffle(held)
 
 
 class Simulator:
@@ -62,17 +100,32 @@ class Simulator:
         api_secret: str = "secret",
         base_url: str | None = None,
         http_client: httpx.AsyncClient | None = None,
-        notification_timeout: float = 10.0,
+        notification_timeout: float | None = None,
         idle_timeout: float = 60.0,
         idle_hold: float | None = None,
         outbound_ring_timeout: float = 60.0,
         default_phone: Phone = DEFAULT_PHONE,
         config: NetworkConfig | str | Path | None = None,
         max_body_size: int = 1 << 20,
+        platform: str = "bluevia",
+        twilio_account_sid: str | None = None,
+        twilio_auth_token: str | None = None,
+        chaos: Chaos | None = None,
     ) -> None:
+        """``platform`` picks the wire format the app sees: ``bluevia`` (default), ``twilio``
+        (with the account's SID and auth token; made up when not given) or ``telnyx``.
+        ``notification_timeout`` defaults to the provider's webhook timeout: 10 s, and
+        Twilio's 15 s."""
         self.clock = clock if clock is not None else Clock.virtual()
+        self.chaos = chaos if chaos is not None else Chaos()
+        if platform not in PLATFORMS:
+            raise ConfigError(f"unknown platform {platform!r}; choose one of: "
+                              f"{', '.join(PLATFORMS)}")
+        self.platform = platform
         self.frontend: FrontEnd = BlueViaFrontEnd(self)
         """The provider whose wire format the app sees (see ``_frontend.py``)."""
+        if notification_timeout is None:
+            notification_timeout = 15.0 if platform == "twilio" else 10.0
         self.api_key = api_key
         self.api_secret = api_secret
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -98,6 +151,14 @@ class Simulator:
         self._stack: AsyncExitStack | None = None
         if config is not None:
             self.load(config)
+        # Last: a front end may set itself up on the simulator's attributes.
+        if platform == "twilio":
+            from ._twilio import TwilioFrontEnd
+
+            self.frontend = TwilioFrontEnd(self, account_sid=twilio_account_sid,
+                                           auth_token=twilio_auth_token)
+        elif platform == "telnyx":
+            self.frontend = _telnyx_frontend(self)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -129,6 +190,24 @@ class Simulator:
             return normalize_number(number)
         except WireError:
             raise ConfigError(f"{number!r} is not a phone number") from None
+
+    def app_settings(self) -> dict[str, str]:
+        """The ``callflow.Settings`` fields an app needs to use this simulator as its platform:
+        the platform's name and credentials (add ``platform_url``, the simulator's URL)."""
+        settings = getattr(self.frontend, "app_settings", None)
+        if settings is not None:
+            return dict(settings())
+        if self.platform == "telnyx" and all(
+                hasattr(self.frontend, name) for name in ("api_key", "public_key",
+                                                          "connection_id")):
+            frontend: Any = self.frontend
+            return {"platform": "telnyx", "telnyx_api_key": frontend.api_key,
+                    "telnyx_public_key": frontend.public_key,
+                    "telnyx_connection_id": frontend.connection_id}
+        if self.platform != "bluevia":
+            raise ConfigError(f"the {self.platform} front end does not say what credentials "
+                              "an app needs (it has no app_settings())")
+        return {"platform": "bluevia", "api_key": self.api_key, "api_secret": self.api_secret}
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -192,8 +271,8 @@ class Simulator:
     def _start_call(self, call: SimCall) -> None:
         if self._tg is None:
             raise SimulatorError("the simulator is not running: use `async with sim:`")
+        self.frontend.call_created(call)  # may give the call its provider's id
         self.calls[call.call_id] = call
-        self.frontend.call_created(call)
         self.clock.spawn(self._tg, call.run)
 
     # -- running ----------------------------------------------------------------------------
@@ -328,6 +407,22 @@ class Simulator:
                 pass
         self._audio_cache[url] = seconds
         return seconds
+
+
+def _telnyx_frontend(sim: Simulator) -> FrontEnd:
+    try:
+        from ._telnyx import TelnyxFrontEnd  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ConfigError("the simulator cannot speak Telnyx yet (no "
+                          "callflow.simulator._telnyx.TelnyxFrontEnd); use --platform "
+                          f"bluevia or twilio ({exc})") from None
+    chaos = sim.chaos
+    options: dict[str, Any] = {}
+    if chaos.duplicate or chaos.reorder:  # its own knobs: reorder is on or off
+        options = {"duplicate": chaos.duplicate, "reorder": chaos.reorder > 0,
+                   "seed": chaos.seed}
+    frontend: FrontEnd = TelnyxFrontEnd(sim, **options)
+    return frontend
 
 
 @asynccontextmanager
