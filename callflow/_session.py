@@ -397,7 +397,12 @@ class Session:
             self.outbox.clear()
         pending, self.pending = self.pending, None
         if pending is not None:
-            pending.ended = True
+            if isinstance(pending.command, Record) and pending.recording is not None:
+                # The caller hung up to end the message, as callers do: the recording
+                # is in, so record() returns it and the next verb raises CallEnded.
+                pending.result = pending._final_result()
+            else:
+                pending.ended = True
             pending.done.set()
         elif self._task is not None and not self.done:
             # Busy in its own I/O: let it reach a verb (which raises CallEnded)
