@@ -34,6 +34,7 @@ from ._network import (
 )
 from ._serving import serve_asgi
 from ._simulator import PLATFORMS, Chaos, NotificationOutcome, Simulator, serve_simulator
+from ._telnyx import TelnyxFrontEnd, TelnyxWebhook
 from ._transcript import EntryKind, Transcript, TranscriptEntry
 from ._twilio import TwilioFrontEnd
 from ._wire import parse_commands
@@ -70,6 +71,8 @@ __all__ = (
     "SimulatorError",
     "Step",
     "Talk",
+    "TelnyxFrontEnd",
+    "TelnyxWebhook",
     "Transcript",
     "TranscriptEntry",
     "TwilioFrontEnd",
