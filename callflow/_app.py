@@ -21,7 +21,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from ._asgi import BodyTooLarge, read_body, send_json, send_reply
+from ._asgi import BodyTooLarge, Headers, read_body, send_json, send_reply
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
 from ._events import LEG_FAILURES, Event
@@ -613,9 +613,8 @@ class App:
             url=f"{s.public_url}{raw_path.decode('latin-1')}"
                 + (f"?{query_text}" if query_text else ""),
             path=path,
-            query=dict(parse_qsl(query_text)),
-            headers={k.decode("latin-1").lower(): v.decode("latin-1")
-                     for k, v in scope.get("headers", [])},
+            query=dict(parse_qsl(query_text)) if query_text else {},
+            headers=Headers(scope.get("headers", ())),
             body=body,
         )
         try:
@@ -660,13 +659,16 @@ class App:
             if session is not None:
                 session.end(by="app")
             reply = platform.reply(self._apology(), url_for=_no_url, first=False)
-        logger.info("%s → %s", call_id, _wire_summary(reply))
+        if logger.isEnabledFor(logging.INFO):  # the summary re-reads the reply: not for nothing
+            logger.info("%s → %s", call_id, _wire_summary(reply))
         return reply
 
     def _url_for(self, call_id: str) -> UrlFor:
         return lambda step: self.action_url(call_id, step)
 
     def _log_event(self, event: Event) -> None:
+        if not logger.isEnabledFor(logging.INFO):  # every notification passes here
+            return
         logger.info("%s ← %s%s%s", event.call_id, event.name or event.kind,
                     f" step {event.step}" if event.step is not None else "",
                     f" digits {event.digits!r}" if event.digits is not None else "")

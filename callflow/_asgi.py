@@ -1,13 +1,46 @@
-"""Small ASGI helpers: read a bounded body, send a JSON response."""
+"""Small ASGI helpers: read a bounded body, send a JSON response, read headers lazily."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ._types import Receive, Send
 
-__all__ = ("BodyTooLarge", "read_body", "send_json", "send_reply")
+__all__ = ("BodyTooLarge", "Headers", "read_body", "send_json", "send_reply")
+
+
+class Headers(Mapping[str, str]):
+    """An ASGI scope's raw headers as a mapping of lower-case names, decoded on first use.
+
+    Most platforms never look at a webhook's headers (BlueVia has no signature), so
+    decoding them all for every notification would be work for nothing.
+    """
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = {k.decode("latin-1").lower(): v.decode("latin-1")
+                             for k, v in self._raw}
+        return self._decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return f"Headers({self._dict()!r})"
 
 
 class BodyTooLarge(Exception):

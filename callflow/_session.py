@@ -350,8 +350,7 @@ class Session:
                 ready.set()
             if not ready.is_set():
                 budget = self.host.response_budget
-                with anyio.move_on_after(float("inf") if budget is None else budget):
-                    await ready.wait()
+                await ready.wait(budget)
             slow = not ready.is_set()
             commands = self._take_outbox(slow=slow)
             self._last_response = commands

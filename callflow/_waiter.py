@@ -11,6 +11,7 @@ anyio cancels an asyncio task by cancelling what it awaits.
 from __future__ import annotations
 
 import asyncio
+import math
 
 import anyio
 
@@ -41,7 +42,13 @@ class Waiter:
         elif not parked.done():
             parked.set_result(None)
 
-    async def wait(self) -> None:
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return once set, or once ``timeout`` seconds have passed (then unset).
+
+        The timeout is a timer on the future rather than a cancel scope: anyio's
+        ``move_on_after`` costs more than the rest of a notification's session work,
+        and every notification that resumes a flow waits with one.
+        """
         if self._set:
             await anyio.lowlevel.checkpoint()
             return
@@ -49,7 +56,20 @@ class Waiter:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             event = self._parked = anyio.Event()
-            await event.wait()
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await event.wait()
             return
         future = self._parked = loop.create_future()
-        await future
+        if timeout is None:
+            await future
+            return
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -48,6 +48,10 @@ __all__ = (
     "Webhook",
 )
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(payload, separators=(",", ":"))`` without building an encoder per call (the
+cost of any ``dumps`` call with options), which is a reply's hot path."""
+
 UrlFor = Callable[[int], str]
 """Builds the app's action URL for a step (secret included)."""
 
@@ -83,7 +87,7 @@ class Reply:
 
     @classmethod
     def json(cls, payload: Any, status: int = 200) -> Reply:
-        return cls(status, json.dumps(payload, separators=(",", ":")).encode())
+        return cls(status, _compact(payload).encode())
 
     def json_body(self) -> Any:
         """The body parsed as JSON (tests and logs)."""

@@ -128,6 +128,9 @@ def _number(seconds: float) -> int | float:
     return int(seconds) if float(seconds).is_integer() else seconds
 
 
+_NO_COMMANDS = Reply.json({"commands": []})
+
+
 class BlueVia:
     """The BlueVia Voice adapter (docs/reference/bluevia.md)."""
 
@@ -155,8 +158,8 @@ class BlueVia:
     def reply(
         self, commands: Sequence[Command] | None, *, url_for: UrlFor, first: bool
     ) -> Reply:
-        if commands is None:
-            return Reply.json({"commands": []})
+        if commands is None or (not commands and not first):
+            return _NO_COMMANDS  # most notifications (playback, ringing...) get this
         return Reply.json(self.render_commands(commands, url_for=url_for, first=first))
 
     def direct_reply(self, webhook: Webhook) -> Reply | None:

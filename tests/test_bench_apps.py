@@ -1,0 +1,125 @@
+"""The benchmark's hand-written apps (bench/apps/) against callflow, byte for byte.
+
+``bench/compare.py`` is only a fair comparison if the peer (the IVR as a plain webhook
+handler with a dict of calls) says on the wire exactly what examples/ivr.py says under
+callflow, for every way through the menu, and the floor completes the benchmark's call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import callflow
+from callflow._loader import load_app
+from callflow._server import Listener, serving
+from callflow.simulator import LoadGenerator, Phone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret"
+NUMBER = "+34900000001"
+SALES = "+34910000001"
+SUPPORT = ("+34910000002", "+34910000003", "+34910000004")
+
+
+def _bench_app(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / "apps"
+                                                  / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recorder(app: Any, log: list[tuple[str, str, str]]) -> Any:
+    """The app, noting each notification's event, query and response body."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        body = b""
+
+        async def rcv() -> Any:
+            nonlocal body
+            message = await receive()
+            body += message.get("body", b"")
+            return message
+
+        async def snd(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                log.append((json.loads(body)["eventName"], scope["query_string"].decode(),
+                            message["body"].decode()))
+            await send(message)
+
+        await app(scope, rcv, snd)
+
+    return asgi
+
+
+async def _wire(which: str, script: list[str], phones: dict[str, Phone]) -> list[tuple[str, ...]]:
+    """Every exchange of one call into `which`, call id and address made neutral."""
+    log: list[tuple[str, str, str]] = []
+    async with LoadGenerator(shards=1) as load, load.serve() as platform_url:
+        for number, phone in phones.items():
+            load.sim.add_phone(number, phone)
+        listener = Listener.bind("127.0.0.1", 0)
+        if which == "callflow":
+            app: Any = load_app(ROOT / "examples" / "ivr.py")
+            app.configure(callflow.Settings(platform_url=platform_url, secret=SECRET,
+                                            public_url=listener.url))
+        else:
+            app = _bench_app(which).create_app(listener.url, SECRET)
+        async with serving(_recorder(app, log), listener) as url:
+            load.sim.add_account_number(NUMBER, callback_url=f"{url}/callflow/{SECRET}/events")
+            with anyio.fail_after(30):
+                result = await load.run(NUMBER, calls=1, script=script, expect="Goodbye")
+        assert result.completed == 1, result.failures
+        call_id = next(iter(load.sim.calls), None)
+        assert call_id is None  # the load generator forgot the call once it was over
+    ids = set(re.findall(r"call=([^&\"]+)", " ".join(q + b for _, q, b in log)))
+    neutral = []
+    for event, query, body in log:
+        for call_id in ids:
+            query, body = query.replace(call_id, "CALL"), body.replace(call_id, "CALL")
+        neutral.append((event, query, body.replace(url, "URL")))
+    return neutral
+
+
+SCENARIOS = {
+    "sales answers": (["wait:opening hours", "press:1"],
+                      {SALES: Phone.answers(0.5, hang_up_after=1.0)}),
+    "support busy": (["wait:opening hours", "press:2"],
+                     {n: Phone.busy(0.5) for n in SUPPORT}),
+    "hours": (["wait:opening hours", "press:3"], {}),
+    "wrong keys": (["wait:opening hours", "press:9", "wait:not one of", "press:8",
+                    "wait:listen to the options", "press:7"], {}),
+    "silence then sales": (["wait:opening hours", "wait:didn't hear", "press-next:1"],
+                           {SALES: Phone.busy(0.5)}),
+}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_the_peer_says_what_callflow_says(scenario: str) -> None:
+    script, phones = SCENARIOS[scenario]
+    ours = await _wire("callflow", script, phones)
+    peer = await _wire("peer", script, phones)
+    assert [row[0] for row in peer] == [row[0] for row in ours]
+    assert peer == ours
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_floor_completes_the_benchmark_call() -> None:
+    script, phones = SCENARIOS["sales answers"]
+    ours = await _wire("callflow", script, phones)
+    floor = await _wire("floor", script, phones)
+    assert [row[0] for row in floor] == [row[0] for row in ours]
