@@ -123,3 +123,33 @@ async def test_the_floor_completes_the_benchmark_call() -> None:
     ours = await _wire("callflow", script, phones)
     floor = await _wire("floor", script, phones)
     assert [row[0] for row in floor] == [row[0] for row in ours]
+
+
+def test_compare_measures_all_three_apps_over_real_http(tmp_path: Path) -> None:
+    """bench/compare.py end to end, scaled down: every app served, recorded and replayed.
+
+    The replay checks each answer byte for byte against the recorded call, so an app that
+    went off the rails makes the script fail; the targets are not judged here (a test
+    machine's timing says nothing), only that every row was measured.
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path / "compare.json"
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "--seconds", "0.5", "--warmup",
+         "0.2", "--rounds", "1", "--connections", "4", "--no-chart", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert finished.returncode in (0, 1), finished.stdout + finished.stderr  # 1: a target missed
+    data = json.loads(out.read_text())
+    assert list(data["result"]) == ["floor", "peer", "callflow"]
+    assert data["notifications_per_call"] == 17
+    for name, row in data["result"].items():
+        assert row["max"]["notifications"] > 17, name
+        assert row["paced"]["notifications"] > 0, name
+        assert row["max"]["p50_ms"] <= row["max"]["p99_ms"], name
+    assert [what for what, _, _ in data["verdicts"]] == [
+        "callflow ≥ 0.85 x floor in notifications/s", "callflow ≥ 1.00 x peer in notifications/s",
+        "callflow p99 < 20 ms at 50% of its maximum"]
+    assert (out.with_suffix(".md")).read_text().count("| callflow |") == 1
