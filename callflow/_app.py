@@ -548,10 +548,11 @@ class App:
     # -- ASGI --------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message: Message = await receive()
@@ -613,7 +614,7 @@ class App:
             url=f"{s.public_url}{raw_path.decode('latin-1')}"
                 + (f"?{query_text}" if query_text else ""),
             path=path,
-            query=dict(parse_qsl(query_text)) if query_text else {},
+            query=_parse_query(query_text),
             headers=Headers(scope.get("headers", ())),
             body=body,
         )
@@ -664,11 +665,12 @@ class App:
         return reply
 
     def _url_for(self, call_id: str) -> UrlFor:
-        return lambda step: self.action_url(call_id, step)
+        # action_url's text, with the part that is the same for every step built once:
+        # a reply with a gather or a dial asks for several.
+        prefix = f"{self.callback_url}?call={quote(call_id, safe='')}&step="
+        return lambda step: f"{prefix}{step}"
 
     def _log_event(self, event: Event) -> None:
-        if not logger.isEnabledFor(logging.INFO):  # every notification passes here
-            return
         logger.info("%s ← %s%s%s", event.call_id, event.name or event.kind,
                     f" step {event.step}" if event.step is not None else "",
                     f" digits {event.digits!r}" if event.digits is not None else "")
@@ -677,7 +679,8 @@ class App:
         self, event: Event, query: Mapping[str, str], fallback: bool
     ) -> tuple[str, list[Command] | None, bool]:
         """Feed one event to its session: ``(call id, commands or None, first batch?)``."""
-        self._log_event(event)
+        if logger.isEnabledFor(logging.INFO):  # every notification passes here
+            self._log_event(event)
         call_id = event.call_id
         session = self.sessions.get(call_id)
         if fallback or event.kind == "callback_unavailable":
@@ -712,7 +715,8 @@ class App:
             return
         if call_id in self._ended:
             return
-        self._log_event(event)
+        if logger.isEnabledFor(logging.INFO):
+            self._log_event(event)
         session = self._new_session(event, query)
         if session is None:
             if event.kind == "incoming" and self.flow_for_number(event.callee) is None:
@@ -864,13 +868,36 @@ def _names(names: list[str]) -> str:
 
 def _check_text(event: Event) -> None:
     """Refuse identifiers that cannot travel back out (JSON allows lone surrogates)."""
-    for value in (event.call_id, event.leg_id, event.caller, event.callee, event.digits or ""):
+    digits = event.digits or ""
+    # ASCII always encodes, and isascii() is a flag check: most notifications stop here.
+    if (event.call_id.isascii() and event.leg_id.isascii() and event.caller.isascii()
+            and event.callee.isascii() and digits.isascii()):
+        return
+    for value in (event.call_id, event.leg_id, event.caller, event.callee, digits):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise NotificationError(400, "invalid_field",
                                     "the notification holds text that is not valid Unicode"
                                     ) from None
+
+
+def _parse_query(text: str) -> dict[str, str]:
+    """``dict(parse_qsl(text))``: a query string's parameters, the last of a name winning.
+
+    The app's own action URLs (``call=…&step=N``) hold nothing to unquote: those are
+    split here, without parse_qsl's per-pair unquoting (a notification's hot path).
+    """
+    if not text:
+        return {}
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text))
+    query: dict[str, str] = {}
+    for pair in text.split("&"):
+        name, _, value = pair.partition("=")
+        if value:  # parse_qsl drops blank values, and pairs with no "="
+            query[name] = value
+    return query
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -55,10 +55,12 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")  # ASGI: always bytes
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
+        if not chunks and not message.get("more_body", False):
+            return chunk  # all in one message, as a notification's small body comes
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

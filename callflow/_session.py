@@ -213,6 +213,33 @@ def _is_call_ended(exc: BaseException) -> bool:
     return False
 
 
+class _Answering:
+    """Set once a notification is answered: what duplicates of it in flight wait for.
+
+    Every notification that resumes a flow makes one, and a duplicate in flight is
+    rare: the ``anyio.Event`` (under asyncio an ``asyncio.Event``, a deque and more)
+    is only made for one that waits.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+            if self._set:
+                self._event.set()
+        await self._event.wait()
+
+
 _ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
 
 
@@ -271,10 +298,10 @@ class Session:
         self._last_response: list[Command] | None = None
         # Legs of the dials already over (created by the first one): see _Pending.feed.
         self._spent_legs: set[str] | None = None
-        # An anyio.Event, not a Waiter: every duplicate of the notification in flight
-        # waits on it, and a Waiter wakes only its last waiter.  It lives only while a
-        # request is answered, so it costs a suspended call nothing.
-        self._inflight: anyio.Event | None = None
+        # Not a Waiter: every duplicate of the notification in flight waits on it, and
+        # a Waiter wakes only its last waiter.  It lives only while a request is
+        # answered, so it costs a suspended call nothing.
+        self._inflight: _Answering | None = None
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -285,7 +312,8 @@ class Session:
         ``first_batch`` tells, right after this returns, whether the commands are
         the call's first batch (a platform may need to prefix those).
         """
-        self._observe(event)
+        if self.observers is not None:
+            self._observe(event)
         self.first_batch = False
         key: EventKey | None = None
         if event.kind in _ANSWERING_KINDS or (
@@ -335,7 +363,7 @@ class Session:
     async def _respond(
         self, key: EventKey | None, *, start: bool = False, answered: _Pending | None = None
     ) -> list[Command]:
-        done = anyio.Event()
+        done = _Answering()
         self._last_key, self._last_response, self._inflight = key, None, done
         ready = self._request = Waiter()
         try:

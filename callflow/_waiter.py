@@ -63,7 +63,7 @@ class Waiter:
         if timeout is None:
             await future
             return
-        timer = loop.call_later(timeout, _expire, future)
+        timer = loop.call_at(loop.time() + timeout, _expire, future)  # call_later, inlined
         try:
             await future
         finally:

@@ -48,9 +48,10 @@ __all__ = (
     "Webhook",
 )
 
-_compact = json.JSONEncoder(separators=(",", ":")).encode
+_compact = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 """``json.dumps(payload, separators=(",", ":"))`` without building an encoder per call (the
-cost of any ``dumps`` call with options), which is a reply's hot path."""
+cost of any ``dumps`` call with options), which is a reply's hot path.  Replies are trees
+of fresh dicts and lists, never circular: no need to track every container to tell."""
 
 UrlFor = Callable[[int], str]
 """Builds the app's action URL for a step (secret included)."""

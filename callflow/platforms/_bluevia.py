@@ -18,7 +18,7 @@ what keeps strangers out.  ``parse_notification``, ``render_commands`` and the
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote
 
@@ -94,15 +94,24 @@ def _bad(code: str, message: str, status: int = 400) -> NotificationError:
     return NotificationError(status, code, message)
 
 
-def _text(payload: Mapping[str, Any], name: str, *, required: bool = False) -> str:
-    value = payload.get(name)
-    if value is None:
-        if required:
-            raise _bad("missing_field", f"the notification has no {name!r} field")
-        return ""
-    if not isinstance(value, str):
-        raise _bad("invalid_field", f"the notification's {name!r} must be a string")
-    return value
+_TEXT_ONLY = frozenset({str})
+
+
+def _checked(payload: Mapping[str, Any]) -> Callable[[str, str | None], str | None]:
+    """``payload.get`` for a notification with a field that is not a string.
+
+    A null is an absent field; any other value that is not a string is refused.
+    """
+
+    def get(name: str, default: str | None) -> str | None:
+        value = payload.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise _bad("invalid_field", f"the notification's {name!r} must be a string")
+        return value
+
+    return get
 
 
 def _seconds(value: Any) -> float | None:
@@ -217,11 +226,23 @@ class BlueVia:
             raise _bad("malformed_json", "the notification body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise _bad("malformed_json", "the notification body must be a JSON object")
-        name = _text(payload, "eventName", required=True)
+        # Every notification passes here.  When all its fields are strings (all but a
+        # RecordingStopped with a numeric duration, or a broken one) the text fields
+        # need no check each: read them straight from the dict.  Otherwise each read
+        # checks its field, in the same order, so the first bad field is reported.
+        text: Callable[[str, str | None], Any] = (
+            payload.get if _TEXT_ONLY.issuperset(map(type, payload.values()))
+            else _checked(payload)
+        )
+        name = text("eventName", None)
+        if name is None:
+            raise _bad("missing_field", "the notification has no 'eventName' field")
         kind = EVENT_KINDS.get(name)
         if kind is None:
             raise _bad("unknown_event", f"unknown eventName {name!r}")
-        call_id = _text(payload, "callId", required=True)
+        call_id = text("callId", None)
+        if call_id is None:
+            raise _bad("missing_field", "the notification has no 'callId' field")
         if not call_id:
             raise _bad("missing_field", "the notification's 'callId' is empty")
         step_text = query.get("step")
@@ -230,22 +251,22 @@ class BlueVia:
             if not (step_text.isascii() and step_text.isdigit()):
                 raise _bad("invalid_field", "the 'step' query parameter must be a number")
             step = int(step_text)
-        direction = _text(payload, "direction")
+        direction = text("direction", "")
         digits = payload.get("digits")
         if kind == "digits" and not isinstance(digits, str):
             raise _bad("missing_field", "a DigitsCollected notification needs 'digits'")
         return Event(
             kind=kind,
             call_id=call_id,
-            leg_id=_text(payload, "legId"),
-            caller=_e164(_text(payload, "callerId")),
-            callee=_e164(_text(payload, "destination")),
-            timestamp=_text(payload, "timestamp"),
+            leg_id=text("legId", ""),
+            caller=_e164(text("callerId", "")),
+            callee=_e164(text("destination", "")),
+            timestamp=text("timestamp", ""),
             step=step,
             digits=digits if isinstance(digits, str) else None,
-            recording_url=_text(payload, "recordingUrl") or None,
+            recording_url=text("recordingUrl", "") or None,
             duration=_seconds(payload.get("duration")),
-            reason=_text(payload, "reason") or _text(payload, "failedEventName") or None,
+            reason=text("reason", "") or text("failedEventName", "") or None,
             by=(
                 "app" if direction == "fromApplication"
                 else "caller" if kind == "hangup" else None
@@ -271,10 +292,11 @@ class BlueVia:
             return [{"hangup": {"reason": command.reason}}]
         if isinstance(command, Resume):
             return [{"redirect": {"actionUrl": url_for(command.step)}}]
-        resume = {"redirect": {"actionUrl": url_for(command.step)}}
+        url = url_for(command.step)
+        resume = {"redirect": {"actionUrl": url}}
         if isinstance(command, Gather):
             get_digits: dict[str, Any] = {
-                "actionUrl": url_for(command.step),
+                "actionUrl": url,
                 "timeout": _number(command.timeout),
                 "finishOnKey": command.finish_on_key,
                 "numberOfDigits": command.num_digits,
