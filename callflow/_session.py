@@ -382,10 +382,12 @@ class Session:
             slow = not ready.is_set()
             commands = self._take_outbox(slow=slow)
             self._last_response = commands
-            if slow and not self.done and self.host.stall_timeout is not None:
-                # Watch that the flow reaches a verb that waits before the platform gives up.
-                if self._stall is not None:
-                    self._stall.cancel()
+            # Watch that the flow reaches a verb that waits before the platform gives up.
+            # The watch counts from the first slow response since the flow last reached a
+            # verb that waits (block() ends it): a platform that keeps the caller on hold
+            # meanwhile (Twilio's hold loop, a new step each time) must not restart it.
+            if (slow and not self.done and self.host.stall_timeout is not None
+                    and self._stall is None):
                 self._stall = self.host.spawn(self._watch_stall)
             return commands
         finally:
@@ -478,6 +480,9 @@ class Session:
         command = make(self.next_step())
         self.queue(command)
         pending = self.pending = _Pending(command)
+        if self._stall is not None:  # the flow reached a verb that waits: no longer stalled
+            self._stall.cancel()
+            self._stall = None
         await self.flush()
         await pending.done.wait()
         if pending.ended:
@@ -505,9 +510,10 @@ class Session:
         self.end(by="app", discard=False)
 
     async def _watch_stall(self) -> None:
-        step, timeout = self.step, self.host.stall_timeout
+        timeout = self.host.stall_timeout
         await anyio.sleep(timeout or 0.0)
-        if self.done or self.ended or self.pending is not None or self.step != step:
+        if self.done or self.ended or self.pending is not None:
+            self._stall = None
             return
         logger.error("%s: the flow has not reached a verb that waits for %.1f s; apologising, "
                      "hanging up and cancelling it", self.call.id, timeout)

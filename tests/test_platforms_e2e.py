@@ -348,3 +348,35 @@ def test_a_platform_the_cli_does_not_know(capsys: pytest.CaptureFixture[str]) ->
 
     assert main(["call", str(EXAMPLES / "ivr.py"), "--platform", "nexmo"]) == 2
     assert "invalid choice: 'nexmo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("platform", PLATFORMS)
+async def test_a_flow_that_never_waits_is_ended_by_the_stall_watchdog(platform: str) -> None:
+    """A flow busy in its own loop: the caller hears the apology and the app hangs up,
+    on every platform. Twilio keeps the caller on hold meanwhile (a redirect every second
+    or so): that must not keep restarting the watchdog's count."""
+    app = callflow.App()
+
+    @app.flow(number="+34900000009")
+    async def spins(call: callflow.Call) -> None:
+        await call.say("One moment.")
+        while True:  # noqa: ASYNC110 (the point: never reaches a verb that waits)
+            await anyio.sleep(0.01)
+
+    sim = Simulator(platform=platform)
+    async with serve_simulator(sim) as sim_url:
+        app.configure(callflow.Settings(platform_url=sim_url, response_budget=0.2,
+                                        stall_timeout=1.5, **sim.app_settings()))
+        async with serve_asgi(app) as app_url:
+            app.settings.public_url = app_url
+            sim.add_account_number("+34900000009")
+            await app.configure_numbers()
+            call = await sim.place_inbound_call(CALLER, "+34900000009", script=[])
+            with anyio.fail_after(20):
+                transcript = await call.wait_ended()
+            assert app.sessions == {}
+    assert transcript.spoken[0] == "One moment."
+    assert transcript.spoken[-1] == app.settings.apology
+    assert any("application hung up" in line for line in transcript.render().splitlines()), \
+        transcript.render()
