@@ -153,3 +153,19 @@ def test_compare_measures_all_three_apps_over_real_http(tmp_path: Path) -> None:
         "callflow ≥ 0.85 x floor in notifications/s", "callflow ≥ 1.00 x peer in notifications/s",
         "callflow p99 < 20 ms at 50% of its maximum"]
     assert (out.with_suffix(".md")).read_text().count("| callflow |") == 1
+
+
+def test_the_memory_benchmark_runs(tmp_path: Path) -> None:
+    """bench/memory.py on a few calls: it drives the app's webhook path, which moves."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "memory"
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--calls", "300", "--samples",
+         "20", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert rows and rows[0]["calls"] == 300, rows
