@@ -51,6 +51,10 @@ _PUSH_NAMES = {"bluevia": "setcommands", "twilio": "call update"}
 """What pushing commands is called on each platform, for the logs."""
 
 ENDED_MEMORY = 10_000
+"""How many ended call ids are remembered, to answer their late notifications harmlessly."""
+
+SHUTDOWN_CONCURRENCY = 64
+"""Hang-ups in flight at once when the app shuts down with calls in progress."""
 
 
 class _Ended:
@@ -67,7 +71,6 @@ class _Ended:
             return cls(None, None, False)
         key, response, first = session.last_answer()
         return cls(key, response, first)
-"""How many ended call ids are remembered, to answer their late notifications harmlessly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,11 +384,16 @@ class App:
         if self.settings.shutdown_message:
             goodbye.insert(0, Say(self.settings.shutdown_message))
 
+        # A bounded number at a time: httpx's pool scans its whole queue for every request,
+        # so 10,000 hang-ups queued at once would take minutes of CPU to hand out.
+        limiter = anyio.CapacityLimiter(SHUTDOWN_CONCURRENCY)
+
         async def hang_up(session: Session) -> None:
             session.end(by="app")
             try:
-                await self.platform.push(client, session.call.id, list(goodbye),
-                                         url_for=self._url_for(session.call.id))
+                async with limiter:
+                    await self.platform.push(client, session.call.id, list(goodbye),
+                                             url_for=self._url_for(session.call.id))
             except Exception as exc:
                 logger.warning("%s: could not hang up on shutdown: %s", session.call.id, exc)
             else:
