@@ -264,8 +264,15 @@ def _banner(sim: Simulator, url: str, clock: Clock) -> None:
         lines.append(f"Twilio REST API: {url}/2010-04-01 (account "
                      f"{settings['twilio_account_sid']}, auth token "
                      f"{settings['twilio_auth_token']})")
-    lines.append(f"REST API: {url}/comms/v1 (API key {sim.api_key!r}, secret "
-                 f"{sim.api_secret!r}; also the /simulator extension's)")
+    elif sim.platform == "telnyx":
+        settings = sim.app_settings()
+        lines.append(f"Telnyx REST API: {url}/v2 (API key {settings['telnyx_api_key']}, "
+                     f"connection {settings['telnyx_connection_id']})")
+    # The simulator's own API (BlueVia's, and the /simulator extension) is there whatever
+    # the platform: `callflow call --against` places calls through it.
+    lines.append(f"{'BlueVia ' if sim.platform != 'bluevia' else ''}REST API: {url}/comms/v1 "
+                 f"(API key {sim.api_key!r}, secret {sim.api_secret!r}; also the /simulator "
+                 "extension's)")
     for number, phone in sorted(sim.phones.items()):
         lines.append(f"  phone {number}: {phone.outcome}")
     for number, config in sorted(sim.account_numbers.items()):

@@ -735,3 +735,18 @@ def test_a_webhook_record_reads_its_document() -> None:
     hook = TelnyxWebhook("http://x", body, {}, 200)
     assert (hook.event_type, hook.id, hook.attempt, hook.payload) == (
         "call.answered", "e1", 2, {"call_control_id": "v3:x"})
+
+
+def test_the_simulator_banner_says_where_the_telnyx_api_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from callflow._cmd_simulator import _banner
+    from callflow.simulator import Clock
+
+    sim = Simulator(platform="telnyx")
+    _banner(sim, "http://127.0.0.1:9999", Clock.virtual())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("Telnyx REST API: http://127.0.0.1:9999/v2 (API key "
+                        f"{sim.app_settings()['telnyx_api_key']}, connection "
+                        f"{sim.app_settings()['telnyx_connection_id']})")
+    assert lines[2].startswith("BlueVia REST API: http://127.0.0.1:9999/comms/v1 ")
