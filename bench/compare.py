@@ -35,7 +35,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,20 +46,11 @@ from typing import Any
 
 import anyio
 import httpx
+from _common import ROOT, Exchange, cpu_of, own_cpu, record_call
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from callflow.simulator import LoadGenerator, Phone  # noqa: E402
-from callflow.simulator._lean_http import LeanTransport  # noqa: E402
+from callflow.simulator._load import percentile
 
 APPS = ("floor", "peer", "callflow")
-NUMBER = "+34900000001"
-SALES = "+34910000001"
-SCRIPT = ["wait:opening hours", "press:1"]
-EXPECT = "Goodbye"
-AGENT = Phone.answers(0.5, hang_up_after=1.0)
-"""The sales agent: answers after half a second, hangs up a second later (virtual time)."""
 SECRET = "bench-compare"
 READY_TIMEOUT = 30.0
 TARGETS = {"floor": 0.85, "peer": 1.0}
@@ -95,8 +85,7 @@ class Served:
 
     def cpu(self) -> float:
         """CPU seconds the app's process has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_of(self.process.pid)
 
 
 def start(app: str) -> Served:
@@ -128,47 +117,12 @@ def stop(served: Served) -> None:
         served.process.kill()
 
 
-# -- recording one call ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Exchange:
-    target: bytes  # path and query
-    body: bytes
-    answer: bytes
-
-
-class Recorder(httpx.AsyncBaseTransport):
-    """The simulator's transport to the app, noting every notification and its answer."""
-
-    def __init__(self) -> None:
-        self.inner = LeanTransport()
-        self.exchanges: list[Exchange] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        response = await self.inner.handle_async_request(request)
-        answer = await response.aread()
-        if response.status_code != 200:
-            raise SystemExit(f"the app answered {response.status_code}: {answer[:300]!r}")
-        self.exchanges.append(Exchange(request.url.raw_path, body, answer))
-        return httpx.Response(response.status_code, headers=response.headers, content=answer)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 async def record(served: Served) -> tuple[bytes, list[Exchange]]:
-    """One benchmark call into the served app: its call id and its exchanges."""
-    recorder = Recorder()
-    async with LoadGenerator(shards=1, transport=recorder) as load:
-        load.sim.add_phone(SALES, AGENT)
-        load.sim.add_account_number(NUMBER, callback_url=served.callback_url)
-        result = await load.run(NUMBER, calls=1, script=SCRIPT, expect=EXPECT)
-    if result.completed != 1:
-        raise SystemExit(f"{served.name}: the recorded call failed: {result.failures}")
-    call_id = json.loads(recorder.exchanges[0].body)["callId"].encode()
-    return call_id, recorder.exchanges
+    """The benchmark call (bench/_common.py) into the served app, recorded."""
+    try:
+        return await record_call(served.callback_url)
+    except SystemExit as exc:
+        raise SystemExit(f"{served.name}: {exc}") from None
 
 
 # -- replaying calls -------------------------------------------------------------------------
@@ -293,11 +247,11 @@ async def saturate(served: Served, script: Script, connections: int, seconds: fl
     tasks = [asyncio.create_task(caller()) for _ in range(connections)]
     await asyncio.sleep(warmup)
     counting[0] = True
-    cpu0, own0, t0 = served.cpu(), _own_cpu(), time.perf_counter()
+    cpu0, own0, t0 = served.cpu(), own_cpu(), time.perf_counter()
     await asyncio.sleep(seconds)
     counting[0] = False
     elapsed = time.perf_counter() - t0
-    cpu, own = served.cpu() - cpu0, _own_cpu() - own0
+    cpu, own = served.cpu() - cpu0, own_cpu() - own0
     stopping[0] = True
     await _finish(tasks, tally)
     return _figures(tally, elapsed, cpu, own)
@@ -339,7 +293,7 @@ async def pace(served: Served, script: Script, rate: float, seconds: float, warm
         now = loop.time()
         if not counting[0] and now >= measure_from:
             counting[0] = True
-            cpu0, own0, t0 = served.cpu(), _own_cpu(), time.perf_counter()
+            cpu0, own0, t0 = served.cpu(), own_cpu(), time.perf_counter()
         if now >= end:
             break
         task = asyncio.create_task(one_call())
@@ -351,7 +305,7 @@ async def pace(served: Served, script: Script, rate: float, seconds: float, warm
     await _finish(list(tasks), tally)
     counting[0] = False
     elapsed = time.perf_counter() - t0
-    figures = _figures(tally, elapsed, served.cpu() - cpu0, _own_cpu() - own0)
+    figures = _figures(tally, elapsed, served.cpu() - cpu0, own_cpu() - own0)
     for _, connection in idle:
         connection.close()
     figures["offered_rate"] = round(rate, 1)
@@ -381,14 +335,7 @@ def _figures(tally: Tally, elapsed: float, cpu: float, own: float) -> dict[str, 
 
 
 def _percentile(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return percentile(ordered, p) if ordered else float("nan")
 
 
 # -- the run ---------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import json
 import logging
 import statistics
 import sys
@@ -39,18 +38,14 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import record_call  # noqa: E402
+
 import callflow  # noqa: E402
 from callflow._loader import load_app  # noqa: E402
 from callflow._server import Listener, serving  # noqa: E402
-from callflow.simulator import LoadGenerator, Phone  # noqa: E402
 
-NUMBER = "+34900000001"
-SALES = "+34910000001"
-SCRIPT = ["wait:opening hours", "press:1"]
 SECRET = "bench"
 BASE_URL = "http://127.0.0.1:8000"
-AGENT = Phone.answers(0.5, hang_up_after=1.0)
-"""The sales agent: answers after half a second, hangs up a second later (virtual time)."""
 
 Request = tuple[str, bytes, bytes, bytes]  # path, query, body, response body
 
@@ -73,42 +68,19 @@ def callflow_app() -> callflow.App:
 
 
 async def record() -> tuple[str, list[Request]]:
-    """One benchmark call into callflow through the simulator: its call id and exchanges."""
-    log: list[Request] = []
+    """The benchmark call into callflow through the simulator: its call id and exchanges."""
     app = callflow_app()
-
-    async def recorder(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        body = b""
-
-        async def rcv() -> Any:
-            nonlocal body
-            message = await receive()
-            body += message.get("body", b"")
-            return message
-
-        async def snd(message: Any) -> None:
-            if message["type"] == "http.response.body":
-                log.append((scope["path"], scope["query_string"], body, message["body"]))
-            await send(message)
-
-        await app(scope, rcv, snd)
-
-    async with LoadGenerator(shards=1) as load, load.serve():
-        load.sim.add_phone(SALES, AGENT)
-        listener = Listener.bind("127.0.0.1", 0)
-        app.settings.public_url = listener.url
-        async with serving(recorder, listener) as url:
-            load.sim.add_account_number(NUMBER, callback_url=f"{url}/callflow/{SECRET}/events")
-            result = await load.run(NUMBER, calls=1, script=SCRIPT, expect="Goodbye")
-    if result.completed != 1:
-        raise SystemExit(f"the recording call failed: {result.failures}")
-    call_id = json.loads(log[0][2])["callId"]
+    listener = Listener.bind("127.0.0.1", 0)
+    app.settings.public_url = listener.url
+    async with serving(app, listener) as url:
+        call_id, exchanges = await record_call(f"{url}/callflow/{SECRET}/events")
     # Replays go to BASE_URL: make the recorded answers say so.
-    answers = [(p, q, b, r.replace(listener.url.encode(), BASE_URL.encode())) for p, q, b, r in log]
-    return call_id, answers
+    requests = []
+    for exchange in exchanges:
+        path, _, query = exchange.target.partition(b"?")
+        requests.append((path.decode(), query, exchange.body,
+                         exchange.answer.replace(listener.url.encode(), BASE_URL.encode())))
+    return call_id.decode(), requests
 
 
 def _scope(path: str, query: bytes, body: bytes) -> dict[str, Any]:

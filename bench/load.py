@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +36,8 @@ from anyio.streams.text import TextReceiveStream
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import cpu_of, own_cpu  # noqa: E402
 
 import callflow  # noqa: E402
 from callflow._loader import load_app  # noqa: E402
@@ -103,9 +104,9 @@ async def in_process(args: argparse.Namespace) -> tuple[LoadResult, dict[str, fl
         async with serve_asgi(app) as app_url:
             app.settings.public_url = app_url
             await app.configure_numbers()
-            before = _own_cpu()
+            before = own_cpu()
             result = await run_load(load, args)
-            return result, {"process_cpu_seconds": _own_cpu() - before}
+            return result, {"process_cpu_seconds": own_cpu() - before}
 
 
 async def in_subprocess(args: argparse.Namespace) -> tuple[LoadResult, dict[str, float]]:
@@ -124,10 +125,10 @@ async def in_subprocess(args: argparse.Namespace) -> tuple[LoadResult, dict[str,
         async with process, anyio.create_task_group() as tg:
             try:
                 await wait_ready(process, tg)
-                before, app_before = _own_cpu(), _cpu_of(process.pid)
+                before, app_before = own_cpu(), cpu_of(process.pid)
                 result = await run_load(load, args)
-                cpu = {"generator_cpu_seconds": _own_cpu() - before,
-                       "app_cpu_seconds": _cpu_of(process.pid) - app_before}
+                cpu = {"generator_cpu_seconds": own_cpu() - before,
+                       "app_cpu_seconds": cpu_of(process.pid) - app_before}
                 return result, cpu
             finally:
                 if process.returncode is None:
@@ -138,20 +139,6 @@ async def in_subprocess(args: argparse.Namespace) -> tuple[LoadResult, dict[str,
                     process.kill()
                 tg.cancel_scope.cancel()
     raise AssertionError("unreachable")
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_of(pid: int) -> float:
-    """CPU seconds used so far by process `pid` (Linux /proc; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_ready(process: Process, tg: Any) -> None:
