@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 from ._asgi import BodyTooLarge, Headers, read_body, send_json, send_reply
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
+from ._durable import DurableCalls
 from ._events import LEG_FAILURES, Event
 from ._exceptions import (
     ConfigurationError,
@@ -40,6 +41,7 @@ from ._settings import Settings
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
+from .stores import Store, open_store
 
 __all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
 
@@ -150,6 +152,9 @@ class App:
         self._client: httpx.AsyncClient | None = None
         self._stack: AsyncExitStack | None = None
         self._platform: Platform | None = None
+        self._store: Store | None = None
+        self._durable: DurableCalls | None = None
+        self._secret_generated = False
 
     # -- registration ---------------------------------------------------------------
 
@@ -247,12 +252,14 @@ class App:
         if not self._settings.secret:
             # Also for App(settings=...): an empty secret would open the webhook to anyone.
             self._settings.secret = secrets.token_urlsafe(24)
+            self._secret_generated = True
         return self._settings
 
     def configure(self, settings: Settings) -> None:
         """Replace the app's settings (before it starts)."""
         if self._tg is not None:
             raise ConfigurationError("configure() must be called before the app starts")
+        self._secret_generated = not settings.secret
         if not settings.secret:
             settings.secret = secrets.token_urlsafe(24)
         self._settings = settings
@@ -340,6 +347,7 @@ class App:
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._spawner = Spawner(self._tg)
+            await self._open_store(stack)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -353,6 +361,9 @@ class App:
         tb: TracebackType | None,
     ) -> bool | None:
         self._closing = True
+        if self._durable is not None:
+            # The calls go on: from the store, on another worker or after the restart.
+            self._durable.evict_all()
         with anyio.CancelScope(shield=True):
             await self._hang_up_all()
         stack, self._stack = self._stack, None
@@ -371,6 +382,39 @@ class App:
             self._client = None
             self.sessions.clear()
             self._runners.clear()
+            self._durable = None
+            self._store = None
+
+    @property
+    def store(self) -> Store | None:
+        """The store durable calls are kept in (None: calls live in this process)."""
+        return self._store
+
+    @property
+    def durable(self) -> DurableCalls | None:
+        """The durable calls' host (None in memory mode, and on Telnyx)."""
+        return self._durable
+
+    async def _open_store(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        store = open_store(s.store, timeout=s.store_timeout)
+        if store is None:
+            return
+        await store.open()
+        stack.push_async_callback(store.aclose)
+        self._store = store
+        if self._secret_generated:
+            # Every worker and every restart on this store accepts the same callback URLs.
+            s.secret = await store.secret(s.secret)
+            self._secret_generated = False
+        if self.platform.mode == "execute":
+            logger.warning("calls on %s are not durable yet: they live in this process "
+                           "(the store at %s keeps only the webhook secret)", self.platform.name,
+                           store.url)
+            return
+        self._durable = DurableCalls(self, store)
+        assert self._tg is not None
+        self._tg.start_soon(self._durable.sweep_forever)
 
     async def _hang_up_all(self) -> None:
         """Shutting down: end every live call politely, all at once, within push_timeout."""
@@ -413,6 +457,8 @@ class App:
         call_id = session.call.id
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
+        if self._durable is not None:
+            self._durable.forget(session)
         self._remember_ended(call_id, session)
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
@@ -692,11 +738,16 @@ class App:
         call_id = event.call_id
         session = self.sessions.get(call_id)
         if fallback or event.kind == "callback_unavailable":
+            if self._durable is not None:
+                await self._durable.end_call(call_id)
             return call_id, self._fallback(event, session), False
         if event.kind == "hangup" and (
             session is None or not event.leg_id or event.leg_id == session.caller_leg
         ):
             self._mark_hung_up(call_id)
+        if self._durable is not None:
+            commands, first = await self._durable.handle_event(event, query)
+            return call_id, commands, first
         if session is None:
             ended = self._ended.get(call_id)
             if ended is not None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+import random as _random
+import uuid as _uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeAlias, TypeVar, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -31,6 +34,7 @@ __all__ = ("Call", "Direction")
 
 Direction: TypeAlias = Literal["inbound", "outbound"]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_NO_INPUT: tuple[str, ...] = (
     "Sorry, I didn't hear anything.",
@@ -87,6 +91,40 @@ class Call:
     def ended(self) -> bool:
         """True once the call is over; every verb then raises ``CallEnded``."""
         return self._session.ended
+
+    # -- side effects, once per call ------------------------------------------------
+
+    @overload
+    async def step(self, func: Callable[P, Awaitable[T]], /, *args: P.args,
+                   **kwargs: P.kwargs) -> T: ...
+    @overload
+    async def step(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    async def step(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Call ``func(*args, **kwargs)`` (sync or async) once per call, and keep its outcome.
+
+        With a durable store, the result (JSON data) or the exception is recorded in
+        the call's history; when the call is rebuilt from its history (after a restart,
+        on another worker), ``step`` returns or raises the recorded outcome without
+        calling ``func`` again.  Wrap every side effect in a step (a database write, a
+        payment, an HTTP request): code outside steps runs again on each replay.  A
+        step interrupted by a crash runs again (at least once, never lost).
+        """
+        return await self._session.run_step(func, args, kwargs)
+
+    def now(self) -> datetime:
+        """The current time (UTC), the same on every replay of this point of the flow."""
+        stamp = self._session.value("now", lambda: datetime.now(UTC).timestamp())
+        return datetime.fromtimestamp(stamp, UTC)
+
+    def random(self) -> float:
+        """A random float in [0, 1), the same on every replay of this point of the flow."""
+        value: float = self._session.value("random", _random.random)
+        return value
+
+    def uuid(self) -> _uuid.UUID:
+        """A random UUID (version 4), the same on every replay of this point of the flow."""
+        return _uuid.UUID(self._session.value("uuid", lambda: str(_uuid.uuid4())))
 
     # -- verbs that queue --------------------------------------------------------
 

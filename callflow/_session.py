@@ -15,13 +15,17 @@ that hangs up a call with nothing left to do (Twilio) sets ``keepalive``: then
 the empty response is a short ``Pause`` and a marker instead, a hold loop that
 lasts until the flow has something to say.
 
-Per-call state is a handful of slots, the step counter and the outbox: enough
-for a later durable mode to rebuild a call by replaying a flow against the
-results recorded per step.
+Per-call state is a handful of slots, the step counter and the outbox.  In
+durable mode a session also keeps a ``Journal`` (``callflow._journal``): every
+answered verb, step outcome and batch of commands is appended to the call's
+history, and a session rebuilt on another worker replays its flow against that
+history up to the point where it was suspended.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
@@ -33,6 +37,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._commands import (
     BlockingCommand,
     Command,
+    Conference,
     Dial,
     Gather,
     Hangup,
@@ -43,6 +48,16 @@ from ._commands import (
 )
 from ._events import LEG_FAILURES, Event
 from ._exceptions import CallEnded, FlowError, PlatformError
+from ._journal import (
+    Journal,
+    NonDeterminismError,
+    decode_exception,
+    decode_result,
+    encode_command,
+    encode_event,
+    encode_exception,
+    encode_result,
+)
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._spawner import Cancellable
 from ._waiter import Waiter
@@ -205,6 +220,14 @@ def _seconds(timestamp: str) -> float | None:
         return None
 
 
+class Evicted(BaseException):
+    """Raised from a verb of a flow whose session was dropped from the cache.
+
+    A ``BaseException``: a flow's ``except Exception`` must not take it for a failure
+    of its own.  The call goes on elsewhere (or after a replay here).
+    """
+
+
 def _is_call_ended(exc: BaseException) -> bool:
     if isinstance(exc, CallEnded):
         return True
@@ -241,6 +264,7 @@ class _Answering:
 
 
 _ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
+_COLLECTED = frozenset({"answered", "hangup", "recording_stopped", *LEG_FAILURES})
 
 
 class Session:
@@ -263,9 +287,11 @@ class Session:
         "done",
         "ended",
         "ended_by",
+        "evicted",
         "first_batch",
         "flow",
         "host",
+        "journal",
         "observers",
         "outbox",
         "pending",
@@ -302,6 +328,8 @@ class Session:
         # a Waiter wakes only its last waiter.  It lives only while a request is
         # answered, so it costs a suspended call nothing.
         self._inflight: _Answering | None = None
+        self.journal: Journal | None = None
+        self.evicted = False
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -352,16 +380,45 @@ class Session:
                 if self._spent_legs is None:
                     self._spent_legs = set()
                 self._spent_legs.update(pending.legs)
+            if self.journal is not None:
+                self.journal.add({
+                    "t": "verb", "step": pending.command.step,
+                    "cmd": encode_command(pending.command),
+                    "result": encode_result(pending.result),
+                    "key": list(key) if key is not None else None,
+                    "legs": sorted(pending.legs) if pending.legs else [],
+                })
             return await self._respond(key, answered=pending)
+        if (pending is not None and self.journal is not None
+                and isinstance(pending.command, Dial | Record) and event.kind in _COLLECTED):
+            # What a waiting dial or record collected: a replay feeds it again.
+            self.journal.add({"t": "event", "event": encode_event(event)})
         return None
+
+    def is_interested(self, event: Event) -> bool:
+        """Whether ``handle(event)`` could change the call (False: answer it from memory)."""
+        if event.kind in _ANSWERING_KINDS or event.kind == "hangup":
+            return True
+        if event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg):
+            return True
+        if event.kind == "resumed":
+            return True
+        pending = self.pending
+        return (pending is not None and isinstance(pending.command, Dial | Record)
+                and event.kind in _COLLECTED)
 
     def last_answer(self) -> tuple[EventKey | None, list[Command] | None, bool]:
         """The last answered notification's key, its answer, and whether it was the first batch."""
         key = self._last_key
         return key, self._last_response, key is not None and key == self._start_key
 
+    async def resume_answer(self, key: EventKey | None) -> list[Command]:
+        """Replay the flow, answering the notification ``key`` whose answer was lost."""
+        return await self._respond(key, resume=True)
+
     async def _respond(
-        self, key: EventKey | None, *, start: bool = False, answered: _Pending | None = None
+        self, key: EventKey | None, *, start: bool = False, answered: _Pending | None = None,
+        resume: bool = False,
     ) -> list[Command]:
         done = _Answering()
         self._last_key, self._last_response, self._inflight = key, None, done
@@ -369,6 +426,8 @@ class Session:
         try:
             if start:
                 self.started = True
+                self._task = self.host.spawn(self._run)
+            elif resume:
                 self._task = self.host.spawn(self._run)
             elif answered is not None:
                 self.pending = None
@@ -382,6 +441,8 @@ class Session:
             slow = not ready.is_set()
             commands = self._take_outbox(slow=slow)
             self._last_response = commands
+            if self.journal is not None:
+                self._note_batch("answer", commands, key=key, first=start)
             # Watch that the flow reaches a verb that waits before the platform gives up.
             # The watch counts from the first slow response since the flow last reached a
             # verb that waits (block() ends it): a platform that keeps the caller on hold
@@ -396,6 +457,26 @@ class Session:
             done.set()
             if self.done and not self._held and self._marker is None:
                 self.host.finished(self)
+
+    def _note_batch(self, kind: str, commands: list[Command], *, key: EventKey | None = None,
+                    first: bool = False) -> None:
+        assert self.journal is not None
+        block = next((c for c in commands if isinstance(c, Gather | Record | Dial | Conference)),
+                     None)
+        entry: dict[str, Any] = {
+            "t": kind, "cmds": [encode_command(c) for c in commands], "counter": self.step,
+            "block": encode_command(block) if block is not None else None,
+            "marker": self._marker,
+        }
+        if kind == "answer":
+            entry["key"] = list(key) if key is not None else None
+            entry["first"] = first
+        self.journal.add(entry)
+
+    def take_outbox(self) -> list[Command]:
+        """What the flow queued and nobody has taken (a replay that ended the call)."""
+        commands, self.outbox = self.outbox, []
+        return commands
 
     def _take_outbox(self, *, slow: bool = False) -> list[Command]:
         commands, self.outbox = self.outbox, []
@@ -422,6 +503,8 @@ class Session:
         if self.ended:
             return
         self.ended, self.ended_by = True, by
+        if self.journal is not None:
+            self.journal.add({"t": "end", "by": by})
         if discard:
             self.outbox.clear()
         pending, self.pending = self.pending, None
@@ -461,6 +544,8 @@ class Session:
         return self.step
 
     def check_alive(self) -> None:
+        if self.evicted:
+            raise Evicted()
         if self.ended:
             raise CallEnded(self.call.id, self.ended_by or "caller")
 
@@ -477,6 +562,24 @@ class Session:
     async def block(self, make: Callable[[int], BlockingCommand]) -> Any:
         """Queue a blocking command, hand the outbox over, and wait for its answer."""
         self.check_alive()
+        journal = self.journal
+        if journal is not None and journal.replaying:
+            entry = journal.next()
+            if entry is not None:
+                if entry.get("t") != "verb":
+                    raise self._diverged(entry, make(0))
+                step = int(entry["step"])
+                command = make(step)
+                if encode_command(command) != entry["cmd"]:
+                    raise self._diverged(entry, command)
+                self.step = max(self.step, step)
+                if entry.get("legs"):
+                    if self._spent_legs is None:
+                        self._spent_legs = set()
+                    self._spent_legs.update(entry["legs"])
+                self.outbox.clear()  # sent when the call first got here
+                return decode_result(entry["result"])
+            return await self._reach_frontier(journal, make)
         command = make(self.next_step())
         self.queue(command)
         pending = self.pending = _Pending(command)
@@ -489,12 +592,99 @@ class Session:
             raise CallEnded(self.call.id, self.ended_by or "caller")
         return pending.result
 
+    async def _reach_frontier(self, journal: Journal, make: Callable[[int], BlockingCommand]
+                              ) -> Any:
+        """Replay got to where the history ends, at a verb: wait there, or go on live."""
+        self.step = max(self.step, journal.step_counter)
+        if journal.pending_step is None:
+            journal.caught_up.set()  # nothing was sent for this verb yet: live from here
+            return await self.block(make)
+        command = make(journal.pending_step)
+        if encode_command(command) != journal.pending_command:
+            raise self._diverged({"t": "verb", "cmd": journal.pending_command}, command)
+        self.outbox.clear()
+        pending = self.pending = _Pending(command)
+        for event in journal.frontier_events:
+            pending.feed(event, self.caller_leg, self._spent_legs)
+        if journal.held is not None:
+            # Held for a Resume marker's callback, which has not come yet.
+            self.outbox, self._held = list(journal.held), True
+        journal.caught_up.set()
+        await pending.done.wait()
+        if pending.ended:
+            raise CallEnded(self.call.id, self.ended_by or "caller")
+        return pending.result
+
+    def _diverged(self, entry: dict[str, Any], command: Any) -> NonDeterminismError:
+        assert self.journal is not None
+        expected = entry.get("cmd") or entry.get("name") or entry.get("k") or entry.get("t")
+        got = encode_command(command) if command is not None else None
+        message = (f"call {self.call.id}: the flow no longer matches its history at position "
+                   f"{self.journal.position}: expected {expected}, got {got}; was the flow "
+                   "changed while the call was live, or does it branch on data not recorded "
+                   "with call.step()?")
+        return NonDeterminismError(message)
+
+    async def run_step(self, func: Callable[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        """``call.step``: run ``func`` once per call; on replay, its recorded outcome."""
+        self.check_alive()
+        name = getattr(func, "__qualname__", None) or type(func).__name__
+        journal = self.journal
+        if journal is not None and journal.replaying:
+            entry = journal.next()
+            if entry is not None:
+                if entry.get("t") != "step" or entry.get("name") != name:
+                    raise self._diverged(entry, None)
+                if "error" in entry:
+                    raise decode_exception(entry["error"])
+                return entry.get("result")
+            journal.caught_up.set()
+        try:
+            result = func(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            if journal is not None:
+                journal.add({"t": "step", "name": name, "error": encode_exception(exc)})
+                await journal.commit()
+            raise
+        if journal is not None:
+            try:
+                json.dumps(result)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"call.step({name}) returned {type(result).__name__}, which "
+                                "cannot be kept in the call's history: return JSON data "
+                                "(dict, list, str, int, float, bool, None)") from exc
+            journal.add({"t": "step", "name": name, "result": result})
+            await journal.commit()
+        return result
+
+    def value(self, kind: str, make: Callable[[], Any]) -> Any:
+        """``call.now()``, ``random()``, ``uuid()``: made once, then read from the history."""
+        journal = self.journal
+        if journal is None:
+            return make()
+        if journal.replaying:
+            entry = journal.next()
+            if entry is not None:
+                if entry.get("t") != "value" or entry.get("k") != kind:
+                    raise self._diverged(entry, None)
+                return entry.get("v")
+            journal.caught_up.set()
+        value = make()
+        journal.add({"t": "value", "k": kind, "v": value})
+        return value
+
     async def flush(self) -> None:
         """Hand the outbox to whoever can carry it: a waiting request, a marker, or the API."""
         if self._request is not None:
             self._request.set()
         elif self._marker is not None:
             self._held = True
+            if self.journal is not None:
+                self._note_batch("held", self.outbox)
+                await self.journal.commit()
         elif self.outbox:
             commands = self._take_outbox()
             try:
@@ -503,6 +693,10 @@ class Session:
                 logger.error("%s: could not deliver %d commands: %s; ending the call",
                              self.call.id, len(commands), exc)
                 self.end(by="app")
+            else:
+                if self.journal is not None:
+                    self._note_batch("push", commands)
+                    await self.journal.commit()
 
     async def hangup(self, reason: Any) -> None:
         self.queue(Hangup(reason))
@@ -537,6 +731,8 @@ class Session:
             try:
                 await self.flow(self.call)
             except BaseException as exc:
+                if self.evicted:
+                    return  # the call goes on from its history; nothing to say or free here
                 if not _is_call_ended(exc):
                     if not isinstance(exc, Exception):
                         raise
@@ -549,19 +745,28 @@ class Session:
             if not self.ended:
                 self.outbox.append(Hangup())
                 self.ended, self.ended_by = True, "app"
+                if self.journal is not None:
+                    self.journal.add({"t": "end", "by": "app"})
                 self.done = True
-                await self.flush()
+                if self.journal is None or not self.journal.replaying:
+                    # A replay that ends here leaves its last words in the outbox, for
+                    # the notification that started the replay.
+                    await self.flush()
         finally:
-            self.done = True
-            self.pending = None
-            if self._stall is not None:
-                self._stall.cancel()
-                self._stall = None
-            if self._grace is not None:
-                # The flow is over: no grace timer may outlive it (a FakeCall would wait it out).
-                self._grace.cancel()
-                self._grace = None
-            if self._request is not None:
-                self._request.set()
-            elif not self._held and self._marker is None:
-                self.host.finished(self)
+            if self.journal is not None:
+                self.journal.caught_up.set()
+            if not self.evicted:
+                self.done = True
+                self.pending = None
+                if self._stall is not None:
+                    self._stall.cancel()
+                    self._stall = None
+                if self._grace is not None:
+                    # The flow is over: no grace timer may outlive it (a FakeCall would
+                    # wait it out).
+                    self._grace.cancel()
+                    self._grace = None
+                if self._request is not None:
+                    self._request.set()
+                elif not self._held and self._marker is None:
+                    self.host.finished(self)

@@ -81,6 +81,24 @@ class Settings:
     push_timeout: float = 5.0
     outbound_timeout: float = 120.0
     path_prefix: str = "/callflow"
+    store: str = "memory"
+    """Where calls are kept: ``memory`` (in this process only), ``sqlite:///PATH`` (durable,
+    shared by the processes of one host) or ``postgresql://USER@HOST/DB`` (shared by hosts).
+    ``callflow serve`` defaults to ``sqlite:///.callflow/calls.db``."""
+    cache_size: int = 10_000
+    """Suspended calls a worker keeps in memory with a durable store; the others are
+    rebuilt from their history when their next notification comes (0: always)."""
+    lease: float = 5.0
+    """Seconds a worker's hold on a call lasts unless renewed; after a crash, how long
+    until another worker may take the call over."""
+    lease_wait: float = 6.0
+    """Seconds a notification waits for another worker to let go of its call, before 503."""
+    store_timeout: float = 5.0
+    """Seconds a store request may take before the notification gets a 503."""
+    max_call_duration: float = 4 * 3600.0
+    """Seconds after which a call with no news is ended (its hang-up was lost; 0: never)."""
+    history_retention: float = 7 * 86400.0
+    """Seconds an ended call's history is kept for ``callflow history`` (0: forever)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
