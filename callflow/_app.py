@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hmac
 import inspect
 import logging
@@ -41,6 +42,7 @@ from ._settings import Settings
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
+from .platforms._bluevia import EVENT_KINDS as BLUEVIA_EVENT_KINDS
 from .stores import Store, open_store
 
 __all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
@@ -739,6 +741,9 @@ class App:
         session = self.sessions.get(call_id)
         if fallback or event.kind == "callback_unavailable":
             if self._durable is not None:
+                retried = await self._retry_from_fallback(event, query)
+                if retried is not None:
+                    return call_id, *retried
                 await self._durable.end_call(call_id)
             return call_id, self._fallback(event, session), False
         if event.kind == "hangup" and (
@@ -764,6 +769,33 @@ class App:
         commands = await session.handle(event)
         first, session.first_batch = session.first_batch, False
         return call_id, commands, first
+
+    async def _retry_from_fallback(self, event: Event, query: Mapping[str, str]
+                                   ) -> tuple[list[Command] | None, bool] | None:
+        """A durable call's fallback request, answered as the notification it stands for.
+
+        The platform sends to the fallback URL what it could not deliver (BlueVia: the
+        same body, renamed ``CallbackUnavailable`` with ``failedEventName``; Twilio: the
+        same parameters).  When the worker that should have answered died, another one
+        takes the call over from the store and answers: the caller hears no apology.
+        """
+        assert self._durable is not None
+        original = event
+        if event.kind == "callback_unavailable":
+            failed = event.raw.get("failedEventName")
+            kind = BLUEVIA_EVENT_KINDS.get(failed) if isinstance(failed, str) else None
+            if kind is None or kind == "callback_unavailable":
+                return None
+            original = dataclasses.replace(event, kind=kind, name=str(failed))
+        try:
+            answer = await self._durable.handle_event(original, query)
+        except NotificationError as exc:
+            logger.warning("%s: could not answer the fallback as %s: %s", event.call_id,
+                           original.name or original.kind, exc.message)
+            return None
+        logger.warning("%s: the platform fell back after %s failed; answered it from the "
+                       "store", event.call_id, original.name or original.kind)
+        return answer
 
     async def _dispatch(self, event: Event, query: Mapping[str, str]) -> None:
         """``execute`` mode: hand the event to its call's runner, starting one for a new call."""

@@ -31,6 +31,7 @@ from ._exceptions import CallflowError, ConfigurationError, PlatformError
 from ._loader import load_app
 from ._server import Listener, serve_until_signal
 from ._settings import Settings
+from .stores import open_store
 
 __all__ = (
     "COMMANDS",
@@ -49,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "serve": "callflow._cli:add_serve_parser",
     "dial": "callflow._cli:add_dial_parser",
     "simulator": "callflow._cmd_simulator:add_parser",
+    "history": "callflow._cmd_history:add_parser",
 }
 """Subcommand name → ``"module:function"`` that adds its parser, in the order of ``--help``."""
 
@@ -68,8 +70,11 @@ HANGUP_WAIT = 120.0
 SETTING_OPTIONS = (
     "public_url", "platform_url", "api_key", "api_secret", "secret", "response_budget",
     "caller_id", "platform", "twilio_account_sid", "twilio_auth_token", "telnyx_api_key",
-    "telnyx_public_key", "telnyx_connection_id",
+    "telnyx_public_key", "telnyx_connection_id", "store", "cache_size",
 )
+DEFAULT_STORE = "sqlite:///.callflow/calls.db"
+"""Where ``callflow serve`` keeps its calls unless told otherwise: a file under the
+working directory, so a restart (or a second worker) picks the calls up."""
 PLATFORMS = ("bluevia", "twilio", "telnyx")
 
 DESCRIPTION = """\
@@ -123,6 +128,23 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
     return port
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -228,6 +250,23 @@ def add_serve_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="the flows file (a .py path)")
+    durable = parser.add_argument_group("durable calls")
+    durable.add_argument(
+        "--store", metavar="URL",
+        help=f"where calls are kept, so a restart, a crash or another worker loses none: "
+             f"sqlite:///PATH (one host), postgresql://USER@HOST/DB (several hosts; pip "
+             f"install \"callflow[postgresql]\") or memory (this process only) "
+             f"(default: {DEFAULT_STORE}; CALLFLOW_STORE)",
+    )
+    durable.add_argument(
+        "--cache-size", type=_count, metavar="N",
+        help="suspended calls each worker keeps in memory; the others are rebuilt from the "
+             "store when their next notification comes (default: 10000; CALLFLOW_CACHE_SIZE)",
+    )
+    durable.add_argument(
+        "--workers", type=_positive, metavar="N", default=1,
+        help="processes serving the same port, sharing the store (default: 1)",
+    )
     parser.add_argument(
         "--no-configure", dest="configure", action="store_false",
         help="do not configure the numbers on the platform (configure their callback URLs "
@@ -354,13 +393,40 @@ def run_serve(args: argparse.Namespace) -> int:
     app = load_app(args.file)
     listener = Listener.bind(args.host, args.port)
     try:
-        app.configure(settings_from_args(app, args, listener.url))
+        settings = settings_from_args(app, args, listener.url)
+        if args.store is None and not os.environ.get("CALLFLOW_STORE") and (
+                settings.store == Settings().store):
+            settings.store = DEFAULT_STORE
+        if args.workers > 1 and open_store(settings.store) is None:
+            raise ConfigurationError(
+                "--workers needs a durable store, so that every worker can answer every "
+                f"call: drop --store memory (the default is {DEFAULT_STORE})")
+        app.configure(settings)
     except BaseException:
         listener.close()
         raise
+    if args.workers > 1:
+        from ._workers import serve_workers
+
+        status = serve_workers(args.workers, lambda index: _serve_one(app, listener, args,
+                                                                       index))
+        listener.close()
+        _say("stopped")
+        return status
+    _serve_one(app, listener, args, 0)
+    _say("stopped")
+    return EXIT_OK
+
+
+def _serve_one(app: App, listener: Listener, args: argparse.Namespace, index: int) -> int:
+    """Serve until a signal: one worker (``index`` 0 prints the banner, configures)."""
 
     async def ready(url: str) -> None:
-        _banner(app, f"serving {args.file} on {url}", url)
+        if index:
+            _say(f"worker {index} ready (pid {os.getpid()})")
+            await anyio.sleep_forever()
+        workers = f" with {args.workers} workers" if args.workers > 1 else ""
+        _banner(app, f"serving {args.file} on {url}{workers}", url)
         if args.configure:
             await _configure_numbers(app)
         else:
@@ -376,7 +442,6 @@ def run_serve(args: argparse.Namespace) -> int:
         await serve_until_signal(app, listener, ready)
 
     run_async(run, args.backend)
-    _say("stopped")
     return EXIT_OK
 
 
@@ -393,6 +458,12 @@ def _banner(app: App, headline: str, listening_url: str) -> None:
     _say(f"callback URL: {app.callback_url}")
     _say(f"fallback URL: {app.fallback_url}")
     _say(f"platform:     {s.api_url} ({s.platform})")
+    if app.store is not None:
+        durable = (f"cache {s.cache_size} calls" if app.durable is not None
+                   else "the secret only: calls on this platform live in the process")
+        _say(f"store:        {app.store.url} ({durable})")
+    elif s.store in ("memory", "memory://"):
+        _say("store:        memory (calls live in this process; a restart drops them)")
     if _is_loopback(s.public_url) and not _is_loopback(s.api_url):
         _say(f"  note: the platform at {s.api_url} cannot reach {s.public_url}; pass "
              "--public-url with an address it can reach (e.g. a tunnel's)")

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -160,6 +161,7 @@ class DurableCalls:
             "t": "start", "flow": spec.name, "caller": call.caller, "callee": call.callee,
             "direction": call.direction, "data": call.data, "leg": event.leg_id,
             "key": list(event_key(event)), "platform": app.platform.name,
+            "at": round(time.time(), 3),
         }
         fence = await self.store.create(call.id, self.owner, self._lease, spec.name,
                                         call.caller, call.callee, [start])
@@ -374,10 +376,12 @@ class DurableCalls:
 
     async def sweep(self) -> None:
         s = self.app.settings
-        for call_id in await self.store.orphans(SWEEP_BATCH):
+        # Only this app's flows: another app may share the store.
+        flows = list(self.app.flows)
+        for call_id in await self.store.orphans(flows, SWEEP_BATCH):
             await self.take_over(call_id)
         if s.max_call_duration > 0:
-            for call_id in await self.store.expired(s.max_call_duration, SWEEP_BATCH):
+            for call_id in await self.store.expired(flows, s.max_call_duration, SWEEP_BATCH):
                 await self.expire(call_id)
         if s.history_retention > 0:
             await self.store.purge(s.history_retention)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -219,6 +220,7 @@ class Journal:
         return not self.caught_up.is_set()
 
     def add(self, entry: Entry) -> None:
+        entry["at"] = round(time.time(), 3)  # for people reading the history; never compared
         self.new.append(entry)
 
     def take(self) -> list[Entry]:

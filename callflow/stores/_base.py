@@ -129,11 +129,11 @@ class Store(Protocol):
     async def renew(self, call_id: str, fence: int, ttl: float) -> None:
         """Keep the lease ``ttl`` more seconds; ``Fenced`` when it was taken over."""
 
-    async def orphans(self, limit: int) -> list[str]:
-        """Calls whose flow was running when its worker's lease expired."""
+    async def orphans(self, flows: list[str], limit: int) -> list[str]:
+        """Calls of these flows whose flow ran when its worker's lease expired."""
 
-    async def expired(self, max_age: float, limit: int) -> list[str]:
-        """Live calls (not ended) last touched over ``max_age`` seconds ago."""
+    async def expired(self, flows: list[str], max_age: float, limit: int) -> list[str]:
+        """Live calls of these flows (not ended) last touched over ``max_age`` seconds ago."""
 
     async def purge(self, retention: float) -> int:
         """Delete ended calls older than ``retention`` seconds; how many."""

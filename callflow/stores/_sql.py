@@ -240,15 +240,21 @@ class SQLStore:
             if cur.rowcount != 1:
                 raise Fenced(f"call {call_id}: lease {fence} was taken over")
 
-    async def orphans(self, limit: int) -> list[str]:
+    async def orphans(self, flows: list[str], limit: int) -> list[str]:
+        if not flows:
+            return []
+        marks = ", ".join("?" * len(flows))
         return await self._run(self._ids, "SELECT call_id FROM callflow_calls WHERE "
-                               "state = 'running' AND lease_until < ? LIMIT ?",
-                               (time.time(), limit))
+                               f"state = 'running' AND lease_until < ? AND flow IN ({marks}) "
+                               "LIMIT ?", (time.time(), *flows, limit))
 
-    async def expired(self, max_age: float, limit: int) -> list[str]:
+    async def expired(self, flows: list[str], max_age: float, limit: int) -> list[str]:
+        if not flows:
+            return []
+        marks = ", ".join("?" * len(flows))
         return await self._run(self._ids, "SELECT call_id FROM callflow_calls WHERE "
-                               "state <> 'ended' AND updated < ? LIMIT ?",
-                               (time.time() - max_age, limit))
+                               f"state <> 'ended' AND updated < ? AND flow IN ({marks}) "
+                               "LIMIT ?", (time.time() - max_age, *flows, limit))
 
     def _ids(self, sql: str, params: tuple[Any, ...]) -> list[str]:
         with self._transaction() as cur:
