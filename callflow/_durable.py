@@ -44,6 +44,10 @@ __all__ = ("DurableCalls", "worker_id")
 
 logger = logging.getLogger("callflow")
 
+_PASSING = frozenset({"playback_started", "playback_stopped", "recording_started", "ringing",
+                      "other"})
+"""Notifications that answer nothing and that no waiting verb collects."""
+
 SWEEP_BATCH = 100
 """Calls the sweep takes over, expires or purges per round."""
 
@@ -78,6 +82,10 @@ class DurableCalls:
         session = app.sessions.get(call_id)
         if session is not None and not session.is_interested(event):
             return await session.handle(event), False  # nothing the history keeps
+        if session is None and event.kind in _PASSING:
+            # Progress reports that change no call: not worth a store round trip, let
+            # alone a replay (the cached copy, where there is one, still sees them).
+            return None, False
         async with self._serial(call_id):
             try:
                 return await self._handle_locked(event, query)
@@ -207,7 +215,13 @@ class DurableCalls:
         session._task = app.spawn(session._run)
         await journal.caught_up.wait()
         if session.done:  # the replay failed (the flow changed): the apology, then the end
-            return session, session.take_outbox()
+            last_words = session.take_outbox()
+            if event is not None and event.kind not in ("digits", "resumed", "incoming"):
+                # An answer to this notification would wait behind what the call is doing:
+                # the REST API interrupts it.
+                await self._push_quietly(session, last_words)
+                return session, []
+            return session, last_words
         return session, None
 
     def _restore(self, call_id: str, entries: list[Entry]) -> Session:

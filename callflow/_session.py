@@ -567,7 +567,7 @@ class Session:
             entry = journal.next()
             if entry is not None:
                 if entry.get("t") != "verb":
-                    raise self._diverged(entry, make(0))
+                    raise self._diverged(entry, make(entry.get("step", 0)))
                 step = int(entry["step"])
                 command = make(step)
                 if encode_command(command) != entry["cmd"]:
@@ -615,12 +615,15 @@ class Session:
             raise CallEnded(self.call.id, self.ended_by or "caller")
         return pending.result
 
-    def _diverged(self, entry: dict[str, Any], command: Any) -> NonDeterminismError:
+    def _diverged(self, entry: dict[str, Any], got: Any) -> NonDeterminismError:
         assert self.journal is not None
-        expected = entry.get("cmd") or entry.get("name") or entry.get("k") or entry.get("t")
-        got = encode_command(command) if command is not None else None
-        message = (f"call {self.call.id}: the flow no longer matches its history at position "
-                   f"{self.journal.position}: expected {expected}, got {got}; was the flow "
+        kind = entry.get("t")
+        expected = (f"step {entry.get('name')}" if kind == "step"
+                    else f"{entry.get('k')}()" if kind == "value" else entry.get("cmd"))
+        if not isinstance(got, str):
+            got = encode_command(got)
+        message = (f"the flow no longer matches its history at entry {self.journal.position}:"
+                   f" the history has {expected}, the flow asked for {got}; was the flow "
                    "changed while the call was live, or does it branch on data not recorded "
                    "with call.step()?")
         return NonDeterminismError(message)
@@ -635,7 +638,7 @@ class Session:
             entry = journal.next()
             if entry is not None:
                 if entry.get("t") != "step" or entry.get("name") != name:
-                    raise self._diverged(entry, None)
+                    raise self._diverged(entry, f"step {name}")
                 if "error" in entry:
                     raise decode_exception(entry["error"])
                 return entry.get("result")
@@ -669,7 +672,7 @@ class Session:
             entry = journal.next()
             if entry is not None:
                 if entry.get("t") != "value" or entry.get("k") != kind:
-                    raise self._diverged(entry, None)
+                    raise self._diverged(entry, f"{kind}()")
                 return entry.get("v")
             journal.caught_up.set()
         value = make()
@@ -736,8 +739,11 @@ class Session:
                 if not _is_call_ended(exc):
                     if not isinstance(exc, Exception):
                         raise
-                    logger.exception("%s: the flow raised; apologising and hanging up",
-                                     self.call.id)
+                    if isinstance(exc, NonDeterminismError):
+                        logger.error("%s: %s; apologising and hanging up", self.call.id, exc)
+                    else:
+                        logger.exception("%s: the flow raised; apologising and hanging up",
+                                         self.call.id)
                     if isinstance(exc, FlowError):
                         self.outbox.clear()  # a runaway queue: the caller gets the apology only
                     if not self.ended and self.host.apology:
