@@ -261,7 +261,11 @@ class App:
         """Replace the app's settings (before it starts)."""
         if self._tg is not None:
             raise ConfigurationError("configure() must be called before the app starts")
-        self._secret_generated = not settings.secret
+        # A secret this app made up itself (read through ``settings`` before) is no choice:
+        # with a store, the store's shared secret replaces it at start.
+        self._secret_generated = not settings.secret or (
+            self._secret_generated and self._settings is not None
+            and settings.secret == self._settings.secret)
         if not settings.secret:
             settings.secret = secrets.token_urlsafe(24)
         self._settings = settings

@@ -36,6 +36,9 @@ class PostgreSQLStore(SQLStore):
 
     placeholder = "%s"
     lock_row = " FOR UPDATE"
+    # CREATE TABLE IF NOT EXISTS races with itself in PostgreSQL (two workers starting at
+    # once both create the table's type): one at a time, for this transaction only.
+    schema_lock = "SELECT pg_advisory_xact_lock(7472131)"
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         super().__init__(_without_password(url), timeout=timeout, threads=POOL_SIZE)

@@ -60,6 +60,8 @@ class SQLStore:
     placeholder = "?"
     lock_row = ""
     """What makes a ``SELECT`` lock the row it reads (PostgreSQL: ``FOR UPDATE``)."""
+    schema_lock: str | None = None
+    """A statement that keeps two workers from creating the tables at once (PostgreSQL)."""
 
     def __init__(self, url: str, *, timeout: float, threads: int) -> None:
         self.url = url
@@ -115,6 +117,8 @@ class SQLStore:
     def _open(self) -> None:
         self._connect()
         with self._transaction() as cur:
+            if self.schema_lock:
+                cur.execute(self.schema_lock)
             for statement in SCHEMA:
                 cur.execute(statement)
             cur.execute(self._sql("SELECT value FROM callflow_meta WHERE key = ?"),

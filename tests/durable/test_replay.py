@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import callflow
@@ -127,7 +128,7 @@ def survey_app(runs: list[str]) -> callflow.App:
         return what.upper()
 
     async def slowly(what: str) -> dict[str, str]:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         runs.append(what)
         return {"saved": what}
 
@@ -173,7 +174,7 @@ async def test_each_step_runs_once_and_values_stay_the_same_across_replays(
     assert runs == ["opened", "after one", "after two", "after three", "refused"]
     spoken = transcript.spoken
     assert spoken[-2] == "The CRM said: the CRM said no."
-    opened, ticket, started, keys = spoken[-1].split(" ")
+    opened, ticket, _started, keys = spoken[-1].split(" ")
     assert (opened, keys) == ("OPENED", "123")
     assert history is not None
     [uuid_entry] = [e for e in history if e["t"] == "value" and e["k"] == "uuid"]

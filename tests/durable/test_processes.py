@@ -1,0 +1,138 @@
+"""Durable calls across real processes: kill -9, restarts, two workers behind haproxy.
+
+The simulator runs in the test's own event loop, on a real clock and real sockets; the
+app runs as ``callflow serve`` processes sharing one store (SQLite or PostgreSQL). The
+caller reacts to what it hears (``LiveCaller``), so the test decides when a worker dies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from callflow.simulator import Clock, LiveCaller, Simulator, serve_simulator
+from callflow.simulator._engine import SimCall
+
+from ._process import HAProxy, Worker, free_port, serve_args
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+NUMBER, CALLER = "+34900000077", "+34600000001"
+WAIT = 20.0
+
+
+@asynccontextmanager
+async def simulator(platform: str) -> AsyncIterator[tuple[Simulator, str]]:
+    # A real clock: the workers are other processes, whose time a virtual clock cannot see.
+    sim = Simulator(platform=platform, clock=Clock.real())
+    async with serve_simulator(sim) as url:
+        sim.add_account_number(NUMBER)
+        yield sim, url
+
+
+def steps(path: Path) -> list[tuple[str, int]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(line.rsplit(" ", 1)[0], int(line.rsplit(" ", 1)[1])) for line in lines]
+
+
+async def delivered(sim: Simulator, call: SimCall, event_name: str, count: int) -> None:
+    """Wait until the simulator has delivered ``count`` notifications named ``event_name``."""
+
+    def seen() -> bool:
+        return sum(1 for e in call.transcript.entries if e.kind == "notification"
+                   and e.data.get("eventName") == event_name and e.data.get("ok")) >= count
+
+    with sim.subscribe() as events, anyio.fail_after(WAIT):
+        if seen():
+            return
+        async for _ in events:
+            if seen():
+                return
+
+
+async def answer(caller: LiveCaller, question: str, key: str) -> None:
+    assert await caller.wait_for(f"Question {question}.", timeout=WAIT), caller.heard
+    assert await caller.press(key)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("platform", ["bluevia", "twilio"])
+async def test_kill_9_between_two_prompts_then_a_restart_lets_the_call_go_on(
+    platform: str, store_url: str, tmp_path: Path,
+) -> None:
+    log = tmp_path / "steps.txt"
+    env = {"SURVEY_STEPS": str(log)}
+    async with simulator(platform) as (sim, sim_url):
+        args = serve_args(store_url, sim_url, sim.app_settings())
+        first = Worker(*args, env=env)
+        port = await first.started()
+        call = await sim.place_inbound_call(CALLER, NUMBER)
+        caller = LiveCaller(call.main)
+        await answer(caller, "one", "1")
+        assert await caller.wait_for("Question two.", timeout=WAIT)
+        # Once the prompt is over (BlueVia reports it: PlaybackStopped) and the platform
+        # waits for keys, nothing goes to the app until the caller presses.
+        assert await caller.wait_listening(timeout=WAIT)
+        if platform == "bluevia":
+            await delivered(sim, call, "PlaybackStopped", 2)
+        await first.killed()  # between two prompts: no shutdown, no goodbye
+        second = Worker(*serve_args(store_url, sim_url, sim.app_settings(), port=port),
+                        env=env)
+        try:
+            await second.started()
+            assert await caller.press("2")
+            await answer(caller, "three", "3")
+            assert await caller.wait_ended(timeout=WAIT)
+        finally:
+            await second.stop()
+    assert caller.heard[-1] == "You answered 1 2 3. Goodbye.", caller.heard
+    ran = steps(log)
+    assert [what for what, _ in ran] == ["start", "after one", "after two", "after three"]
+    pids = [pid for _, pid in ran]
+    assert pids[:2] == [first.popen.pid] * 2 and pids[2:] == [second.popen.pid] * 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_two_workers_behind_haproxy_take_a_calls_notifications_alternately(
+    store_url: str, tmp_path: Path,
+) -> None:
+    log = tmp_path / "steps.txt"
+    env = {"SURVEY_STEPS": str(log)}
+    front = free_port()
+    async with simulator("bluevia") as (sim, sim_url):
+        public = f"http://127.0.0.1:{front}"
+        workers = [Worker(*serve_args(store_url, sim_url, sim.app_settings(),
+                                      public_url=public), env=env) for _ in range(2)]
+        ports = [await w.started() for w in workers]
+        proxy = HAProxy(tmp_path, front, ports)
+        try:
+            await proxy.started()
+            calls = [await sim.place_inbound_call(CALLER, NUMBER) for _ in range(3)]
+            callers = [LiveCaller(c.main) for c in calls]
+
+            async def take(caller: LiveCaller, keys: str) -> None:
+                for question, key in zip(("one", "two", "three"), keys, strict=True):
+                    await answer(caller, question, key)
+                assert await caller.wait_ended(timeout=WAIT)
+
+            async with anyio.create_task_group() as tg:
+                for caller, keys in zip(callers, ("123", "456", "789"), strict=True):
+                    tg.start_soon(take, caller, keys)
+        finally:
+            proxy.stop()
+            for worker in workers:
+                await worker.stop()
+    heard = sorted(c.heard[-1] for c in callers)
+    assert heard == [f"You answered {a} {b} {c}. Goodbye." for a, b, c in ("123", "456", "789")]
+    # Each call's notifications went to both workers, and each step ran once per call.
+    for call in calls:
+        assert all(call.call_id in w.output for w in workers), call.call_id
+    assert Counter(what for what, _ in steps(log)) == {
+        "start": 3, "after one": 3, "after two": 3, "after three": 3}
