@@ -34,7 +34,7 @@ from ._commands import Command, Hangup
 from ._events import Event
 from ._exceptions import CallflowError, NotificationError, PlatformError
 from ._journal import HistoryError, Journal, decode_command
-from ._session import Session, event_key
+from ._session import Session, event_key, same_notification
 from .stores import CallState, Entry, Fenced, Store, StoreError
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class DurableCalls:
                       ) -> list[Command] | None:
         """An ended call's notification: a redelivery of its last question gets its answer."""
         last = next((e for e in reversed(entries) if e.get("t") == "answer"), None)
-        if last is not None and last.get("key") == list(event_key(event)):
+        if last is not None and same_notification(event_key(event), last.get("key")):
             try:
                 return [decode_command(c) for c in last.get("cmds", [])]
             except HistoryError:
@@ -209,7 +209,7 @@ class DurableCalls:
         assert journal is not None
         journal.fence = fence
         app.sessions[call_id] = session
-        if event is not None and journal.unanswered_key == list(event_key(event)):
+        if event is not None and same_notification(event_key(event), journal.unanswered_key):
             # The worker that recorded this notification's verb died before answering it.
             return session, await session.resume_answer(event_key(event))
         session._task = app.spawn(session._run)

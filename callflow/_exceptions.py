@@ -5,11 +5,18 @@ The tree::
     CallflowError
     ├── CallEnded              the call is over (the caller hung up, or the flow did)
     ├── ConfigurationError     the app or a command line is set up wrongly
-    │   └── FlowNotFound       no flow is registered under that name or number
+    │   ├── FlowNotFound       no flow is registered under that name or number
+    │   └── SchemaTooNew       the store was written by a newer callflow
     ├── NotificationError      a webhook the app cannot accept (bad JSON, missing field, forged)
     ├── FlowError              a flow misused the API (e.g. queued too many commands)
+    │   └── NonDeterminismError   a replayed flow no longer matches the call's history
     ├── PlatformError          the platform's REST API refused or failed a request
     │   └── OutboundCallError  an outbound call could not be placed
+    ├── StepError              a call.step failed with an exception replay cannot rebuild
+    ├── StoreError             the call store failed a request
+    │   ├── StoreUnavailable   it cannot be reached, or did not answer in time
+    │   ├── Fenced             another worker took the call over (this copy is stale)
+    │   └── HistoryError       a call's history cannot be read
     └── UnsupportedFeature     the platform cannot do what the flow asked (a verb or an option)
 
 Expected outcomes (a busy line, a gather that timed out) are values on results,
@@ -24,9 +31,16 @@ __all__ = (
     "ConfigurationError",
     "FlowError",
     "FlowNotFound",
+    "Fenced",
+    "HistoryError",
+    "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",
     "PlatformError",
+    "SchemaTooNew",
+    "StepError",
+    "StoreError",
+    "StoreUnavailable",
     "UnsupportedFeature",
 )
 
@@ -105,3 +119,39 @@ class UnsupportedFeature(CallflowError):
         self.verb = verb
         self.platform = platform
         self.option = option
+
+
+class NonDeterminismError(FlowError):
+    """Replaying a flow asked for something else than its history holds at that point.
+
+    The flow's code changed while the call was live, or it branches on data that was
+    not recorded with ``call.step()`` (the clock, a random number, a database read).
+    """
+
+
+class StepError(CallflowError):
+    """A ``call.step`` failed with an exception that replay cannot re-create as it was."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
+class StoreError(CallflowError):
+    """The call store failed a request."""
+
+
+class StoreUnavailable(StoreError):
+    """The call store cannot be reached, or did not answer in time."""
+
+
+class Fenced(StoreError):
+    """Another worker took the call's lease: this worker's copy of the call is stale."""
+
+
+class HistoryError(StoreError):
+    """A call's history cannot be read (written by something else, or damaged)."""
+
+
+class SchemaTooNew(ConfigurationError):
+    """The store was written by a newer callflow, whose layout this one does not know."""

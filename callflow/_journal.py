@@ -42,7 +42,7 @@ from ._commands import (
     Say,
 )
 from ._events import Event
-from ._exceptions import CallflowError, FlowError
+from ._exceptions import HistoryError, NonDeterminismError, StepError
 from ._results import DialResult, GatherResult, RecordResult
 from ._waiter import Waiter
 from .stores import Entry
@@ -64,22 +64,6 @@ _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     Say, Play, Pause, Gather, Record, Dial, Conference, ConferenceOptions, Hangup, Resume,
     GatherResult, RecordResult, DialResult,
 )}
-
-
-class NonDeterminismError(FlowError):
-    """Replaying a flow asked for something else than its history holds at that point."""
-
-
-class HistoryError(CallflowError):
-    """A call's history cannot be read (written by something else, or damaged)."""
-
-
-class StepError(CallflowError):
-    """A ``call.step`` failed with an exception that replay cannot re-create as it was."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}")
-        self.type_name = type_name
 
 
 # -- encoding ----------------------------------------------------------------------------------

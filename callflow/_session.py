@@ -82,6 +82,19 @@ def event_key(event: Event) -> EventKey:
     return (event.kind, event.step, event.leg_id, event.digits)
 
 
+def same_notification(key: EventKey | None, other: EventKey | list[Any] | None) -> bool:
+    """Whether ``key`` is a delivery of the notification ``other`` (a key, or one from JSON).
+
+    A platform's fallback request carries the body of the notification that failed but
+    not its action URL's step (BlueVia): a key without a step matches one with.
+    """
+    if key is None or other is None:
+        return False
+    kind, step, leg, digits = key
+    return (kind == other[0] and leg == other[2] and digits == other[3]
+            and (step is None or step == other[1]))
+
+
 class SessionHost(Protocol):
     """What a session needs from whoever runs it (the app, or ``FakeCall``)."""
 
@@ -348,7 +361,7 @@ class Session:
             event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg)
         ):
             key = event_key(event)
-            if key == self._last_key:  # a duplicate delivery: answer it the same way
+            if same_notification(key, self._last_key):  # a duplicate: answer it the same way
                 if self._inflight is not None:
                     await self._inflight.wait()
                 self.first_batch = key == self._start_key

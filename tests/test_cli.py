@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -359,6 +360,14 @@ def test_serve_forever_until_sigterm(backend: str, tmp_path: Path,
 # -- callflow serve, as a real process -------------------------------------------------------------
 
 
+def own_store(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``callflow serve`` keeps calls under the working directory by default: give each
+    process a store of its own, so that no run meets another's calls."""
+    if args[:1] == ("serve",) and "--store" not in args:
+        return (*args, "--store", f"sqlite:///{tempfile.mkdtemp(prefix='callflow-')}/calls.db")
+    return args
+
+
 class Process:
     """A subprocess (by default ``python -m callflow``) whose output lines are read as they
     come, so tests wait for what it prints, with a timeout."""
@@ -366,7 +375,7 @@ class Process:
     def __init__(self, *args: str, env: dict[str, str] | None = None,
                  command: tuple[str, ...] = (sys.executable, "-m", "callflow")) -> None:
         self.popen = subprocess.Popen(
-            [*command, *args], stdout=subprocess.PIPE,
+            [*command, *own_store(args)], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=env or clean_env(), cwd=REPO,
         )
         self.out: list[str] = []

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +52,14 @@ NUMBERS = """\
 """
 
 
+def own_store(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``callflow serve`` keeps calls under the working directory by default: give each
+    process a store of its own, so that no run meets another's calls."""
+    if args[:1] == ("serve",) and "--store" not in args:
+        return (*args, "--store", f"sqlite:///{tempfile.mkdtemp(prefix='callflow-')}/calls.db")
+    return args
+
+
 class Process:
     """``python -m callflow ...`` whose stdout lines are read as they come."""
 
@@ -58,7 +67,7 @@ class Process:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLFLOW_")}
         self.args = args
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "callflow", *args], stdout=subprocess.PIPE,
+            [sys.executable, "-m", "callflow", *own_store(args)], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
         )
         self.out: list[str] = []

@@ -32,6 +32,9 @@ INTERNAL_MODULES = {
     "_cmd_call",  # callflow call: app and simulator in one process
     "_cmd_dev",   # callflow dev: the interactive terminal telephone
     "_cmd_simulator",  # callflow simulator: the simulator as a server
+    "_cmd_history",  # callflow history: a store's calls as transcripts
+    "_durable",   # durable calls: leases, replay, the cache, the sweep
+    "_journal",   # a call's history entries, and replaying a flow against them
     "_loader",    # loads a flows file for the command line
     "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
     "_server",    # runs an app under hypercorn for the command line
@@ -39,6 +42,7 @@ INTERNAL_MODULES = {
     "_spawner",   # cheap per-call tasks
     "_types",     # raw ASGI types
     "_waiter",    # cheap per-call wake-ups
+    "_workers",   # callflow serve --workers: forked processes on one socket
 }
 # Names in a user module's ``__all__`` that stay out of the top-level namespace, and why.
 NOT_EXPORTED = {
@@ -48,6 +52,8 @@ NOT_EXPORTED = {
 # Exceptions that are not CallflowErrors, and why.
 NOT_CALLFLOW_ERRORS = {
     "callflow._asgi.BodyTooLarge": "caught inside the app and answered 413; never escapes",
+    "callflow._session.Evicted": "a BaseException on purpose: a flow's 'except Exception' "
+                                 "must not take a cache eviction for a failure",
 }
 
 

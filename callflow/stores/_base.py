@@ -24,7 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
-from .._exceptions import CallflowError, ConfigurationError
+from .._exceptions import (
+    ConfigurationError,
+    Fenced,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = (
     "SCHEMA_VERSION",
@@ -48,22 +54,6 @@ Entry: TypeAlias = dict[str, Any]
 CallState: TypeAlias = Literal["running", "waiting", "ended"]
 """``running``: the flow runs its own code (the lease is held); ``waiting``: suspended on a
 verb (no lease); ``ended``: over, kept for ``callflow history`` until the retention passes."""
-
-
-class StoreError(CallflowError):
-    """The call store failed a request."""
-
-
-class StoreUnavailable(StoreError):
-    """The call store cannot be reached, or did not answer in time."""
-
-
-class SchemaTooNew(ConfigurationError):
-    """The store was written by a newer callflow, whose layout this one does not know."""
-
-
-class Fenced(StoreError):
-    """Another worker took the call's lease: this worker's copy of the call is stale."""
 
 
 @dataclass(slots=True)

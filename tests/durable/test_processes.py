@@ -7,7 +7,6 @@ caller reacts to what it hears (``LiveCaller``), so the test decides when a work
 
 from __future__ import annotations
 
-import os
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -136,3 +135,53 @@ async def test_two_workers_behind_haproxy_take_a_calls_notifications_alternately
         assert all(call.call_id in w.output for w in workers), call.call_id
     assert Counter(what for what, _ in steps(log)) == {
         "start": 3, "after one": 3, "after two": 3, "after three": 3}
+
+
+async def behind_haproxy(store_url: str, sim: Simulator, sim_url: str, tmp_path: Path,
+                         env: dict[str, str], count: int = 2) -> tuple[list[Worker], HAProxy]:
+    front = free_port()
+    public = f"http://127.0.0.1:{front}"
+    workers = [Worker(*serve_args(store_url, sim_url, sim.app_settings(), public_url=public),
+                      env=env) for _ in range(count)]
+    ports = [await w.started() for w in workers]
+    proxy = HAProxy(tmp_path, front, ports)
+    await proxy.started()
+    return workers, proxy
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("point", ["inside-step", "after-record"])
+async def test_a_worker_killed_mid_notification_is_replaced_by_another(
+    point: str, store_url: str, tmp_path: Path,
+) -> None:
+    """SIGKILL inside a step, or after its record before the answer: the platform's
+    retry (BlueVia's fallback request) reaches the other worker, which waits out the
+    dead one's lease, takes the call over from the store and answers it."""
+    log = tmp_path / "steps.txt"
+    env = {"SURVEY_STEPS": str(log), "SURVEY_CRASH": point, "CALLFLOW_LEASE": "1"}
+    async with simulator("bluevia") as (sim, sim_url):
+        workers, proxy = await behind_haproxy(store_url, sim, sim_url, tmp_path, env)
+        try:
+            call = await sim.place_inbound_call(CALLER, NUMBER)
+            caller = LiveCaller(call.main)
+            try:
+                for question, key in zip(("one", "two", "three"), "123", strict=True):
+                    await answer(caller, question, key)
+                assert await caller.wait_ended(timeout=WAIT)
+            except AssertionError:
+                print(call.transcript.render(), *(w.output for w in workers), sep="\n")
+                raise
+        finally:
+            proxy.stop()
+            for worker in workers:
+                await worker.stop()
+    assert caller.heard[-1] == "You answered 1 2 3. Goodbye.", (caller.heard,
+                                                                 call.transcript.render())
+    assert (tmp_path / "steps.txt.crashed").read_text() == point
+    dead = [w for w in workers if w.popen.returncode == -signal.SIGKILL]
+    assert len(dead) == 1, [w.popen.returncode for w in workers]
+    ran = [what for what, _ in steps(log)]
+    # At least once: a step the dying worker was inside runs again; a recorded one not.
+    assert ran.count("after one") == (1 if point == "after-record" else 2)
+    assert ran.count("after two") == 1 and ran.count("after three") == 1
+    assert "the platform fell back" in "".join(w.output for w in workers)
