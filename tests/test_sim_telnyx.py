@@ -438,8 +438,9 @@ async def test_conferences() -> None:
         joined = await t.api.post(f"/v2/conferences/{room['id']}/actions/join", json={
             "call_control_id": b, "mute": True, "client_state": state("j")})
         assert joined.status_code == 200, joined.text
+        # Conference webhooks carry the owner's client_state, whoever they are about.
         assert (await t.hooks.wait("conference.participant.joined", b))["client_state"] == (
-            state("j"))
+            state("c"))
         assert (await t.api.post(f"/v2/conferences/{room['id']}/actions/mute",
                                  json={"call_control_ids": [b]})).status_code == 200
         await t.ok(a, "hangup")
@@ -527,6 +528,104 @@ async def test_a_repeated_command_id_is_ignored() -> None:
         transcript = await t.ended(call)
     assert transcript.spoken == ["Only once."]
     assert len(t.hooks.named("call.speak.started")) == 1
+
+
+@pytest.mark.anyio
+async def test_a_command_id_is_the_accounts_for_60_seconds_whatever_the_call() -> None:
+    """"Commands with duplicate command_ids within 60 seconds will be ignored", and Dial
+    "will ignore other Dial commands with the same command_id": not one call's, the
+    account's."""
+    async with rig() as t:
+        t.sim.idle_hold = 0.05  # real seconds the simulator waits for the app's next move
+        t.sim.add_phone(AGENT, Phone.no_answer())
+        first, a = await t.call_in()
+        second, b = await t.call_in()
+        await t.ok(a, "speak", payload="For the first.", voice="female", command_id="c-1")
+        await t.ok(b, "speak", payload="For the second.", voice="female", command_id="c-1")
+        await t.hooks.wait("call.speak.ended", a)
+        leg = await t.dial(AGENT, link_to=a, timeout_secs=5, command_id="d-1")
+        assert await t.dial(AGENT, link_to=b, timeout_secs=5, command_id="d-1") == leg
+        await t.hooks.wait("call.hangup", leg)  # nobody answers it within its 5 s
+        assert [x.direction for x in t.front.legs.values()].count("outgoing") == 1
+        assert t.hooks.named("call.speak.started", b) == []
+        for ccid in (a, b):
+            await t.ok(ccid, "hangup")
+        spoken = [(await t.ended(call)).spoken for call in (first, second)]
+        await t.sim.clock.sleep(61)  # the window is over: the same id is a new command
+        third, c = await t.call_in()
+        await t.ok(c, "speak", payload="Later.", voice="female", command_id="c-1")
+        await t.hooks.wait("call.speak.ended", c)
+        await t.ok(c, "hangup")
+        spoken.append((await t.ended(third)).spoken)
+    assert spoken == [["For the first."], [], ["Later."]]
+
+
+@pytest.mark.anyio
+async def test_a_room_not_started_is_init_and_conference_webhooks_carry_the_owners_state(
+) -> None:
+    async with rig() as t:
+        first, a = await t.call_in()
+        second, b = await t.call_in()
+        created = await t.api.post("/v2/conferences", json={
+            "call_control_id": a, "name": "later", "start_conference_on_create": False,
+            "max_participants": 2, "client_state": state("owner")})
+        room = created.json()["data"]
+        assert room["status"] == "init"
+        listed = await t.api.get("/v2/conferences", params={"filter[name]": "later",
+                                                             "filter[status]": "init"})
+        assert [c["id"] for c in listed.json()["data"]] == [room["id"]]
+        await t.api.post(f"/v2/conferences/{room['id']}/actions/join", json={
+            "call_control_id": b, "start_conference_on_enter": True,
+            "client_state": state("joiner")})
+        joined = await t.hooks.wait("conference.participant.joined", b)
+        assert joined["client_state"] == state("owner")
+        started = await t.api.get(f"/v2/conferences/{room['id']}")
+        assert started.json()["data"]["status"] == "in_progress"
+        third, c = await t.call_in()
+        full = await t.api.post(f"/v2/conferences/{room['id']}/actions/join",
+                                json={"call_control_id": c})
+        assert full.status_code == 422  # max_participants: 2
+        ended = await t.api.post(f"/v2/conferences/{room['id']}/actions/end", json={})
+        assert ended.status_code == 200, ended.text
+        left = await t.hooks.wait("conference.participant.left", b)
+        assert left["client_state"] == state("owner")
+        assert (await t.hooks.wait("conference.ended"))["client_state"] == state("owner")
+        await t.hooks.wait("call.hangup", a)  # "terminate all active participants"
+        await t.hooks.wait("call.hangup", b)
+        await t.ok(c, "hangup")
+        for call in (first, second, third):
+            await t.ended(call)
+
+
+@pytest.mark.anyio
+async def test_the_silence_timeout_of_a_recording_starts_with_speech() -> None:
+    """A caller who never speaks is recorded for the whole max_length: timeout_secs
+    counts only after speech."""
+    async with rig() as t:
+        call, ccid = await t.call_in()
+        await t.ok(ccid, "record_start", format="wav", channels="single", max_length=20,
+                   timeout_secs=2)
+        saved = await t.hooks.wait("call.recording.saved")
+        await t.ok(ccid, "hangup")
+        await t.ended(call)
+    assert Telnyx().parse(Webhook("POST", HOOKS, body=json.dumps(
+        {"data": {"event_type": "call.recording.saved", "id": "x",
+                  "payload": saved}}).encode()))[0].duration == pytest.approx(20)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("network", "cause"), [(20.0, "no_answer"), (60.0, "timeout")])
+async def test_a_number_nobody_answers_ends_by_its_own_clock_or_the_dials(
+        network: float, cause: str) -> None:
+    """timeout_secs over: "timeout"; the far end giving up first: "no_answer"."""
+    async with rig() as t:
+        t.sim.outbound_ring_timeout = network
+        t.sim.add_phone(AGENT, Phone.no_answer())
+        call, ccid = await t.call_in()
+        leg = await t.dial(AGENT, link_to=ccid, timeout_secs=30)
+        assert (await t.hooks.wait("call.hangup", leg))["hangup_cause"] == cause
+        await t.ok(ccid, "hangup")
+        await t.ended(call)
 
 
 @pytest.mark.anyio
