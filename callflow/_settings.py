@@ -82,6 +82,12 @@ class Settings:
     outbound_timeout: float = 120.0
     path_prefix: str = "/callflow"
     extra: dict[str, Any] = field(default_factory=dict)
+    command_timeout: float = 120.0
+    """Telnyx: seconds a command's completion webhook (``call.answered``,
+    ``call.speak.ended``...) may be overdue, past the longest the command could take,
+    before the call is ended with a logged error and a REST hang-up, rather than waiting
+    for ever on a lost webhook (0: no limit). A prompt whose length callflow cannot know
+    (a ``play``) gets this long per repeat."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

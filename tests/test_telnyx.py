@@ -213,14 +213,21 @@ def test_replies_are_always_an_empty_json_object() -> None:
     assert (reply.status, reply.body, reply.content_type) == (200, b"{}", "application/json")
 
 
-@pytest.mark.parametrize("option", ["speak_on_enter", "end_on_exit", "max_members"])
+@pytest.mark.parametrize("option", ["speak_on_enter", "speak_on_exit", "play_on_exit"])
 def test_what_telnyx_cannot_do(option: str) -> None:
-    value: Any = {"speak_on_enter": "Hi", "end_on_exit": True, "max_members": 5}[option]
+    value: Any = "Hi" if option.startswith("speak") else "https://media.test/bye.wav"
     command = Conference(1, name="r", options=ConferenceOptions(**{option: value}))
     with pytest.raises(UnsupportedFeature) as info:
         ADAPTER.check(command)
     assert (info.value.verb, info.value.platform, info.value.option) == (
         "conference", "telnyx", option)
+
+
+def test_a_member_limit_and_ending_on_exit_are_telnyx_options() -> None:
+    """max_participants on the room, end_conference_on_exit on joining (or an explicit
+    end by its creator): nothing to refuse."""
+    ADAPTER.check(Conference(1, name="r", options=ConferenceOptions(end_on_exit=True,
+                                                                    max_members=5)))
 
 
 def test_gone_calls_are_told_from_other_refusals() -> None:
@@ -647,14 +654,14 @@ async def test_a_flow_using_what_telnyx_lacks_apologises_and_hangs_up() -> None:
     @app.flow(number=NUMBER)
     async def boss(call: Call) -> None:
         try:
-            await call.conference("board", end_on_exit=True)
+            await call.conference("board", speak_on_enter="Welcome.")
         except UnsupportedFeature as exc:
             errors.append(exc)
             raise
 
     fake = FakeTelnyx()
     await run_call(app, fake)
-    assert str(errors[0]).startswith("telnyx does not support conference(end_on_exit=...)")
+    assert str(errors[0]).startswith("telnyx does not support conference(speak_on_enter=...)")
     assert fake.heard == [Settings().apology]
     assert [name for name, _, _ in fake.actions] == ["answer", "speak", "hangup"]
 
@@ -737,10 +744,10 @@ def test_check_platform_on_telnyx(tmp_path: Path) -> None:
     flows.write_text("import callflow\napp = callflow.App()\n"
                      "@app.flow(number='+34900000001')\n"
                      "async def rooms(call):\n"
-                     "    await call.conference('r', end_on_exit=True, max_members=5)\n")
+                     "    await call.conference('r', end_on_exit=True, max_members=5)\n"
+                     "    await call.conference('r', speak_on_enter='Hi')\n")
     warnings = telnyx_app(load_app(flows)).check_platform()
     assert [w.split(": ", 1)[1].split(":")[0] for w in warnings] == [
-        "telnyx does not support conference(end_on_exit=...)",
-        "telnyx does not support conference(max_members=...)",
+        "telnyx does not support conference(speak_on_enter=...)",
     ]
     assert telnyx_app(load_app(EXAMPLES / "voicemail.py")).check_platform() == []
