@@ -827,6 +827,153 @@ async def test_the_ivr_survives_duplicated_and_reordered_webhooks(scenario: str)
     assert not telnyx.transcript.texts("error")
 
 
+# -- callflow's App on the simulator: what the provider's docs say, met by the adapter ---------
+
+
+@asynccontextmanager
+async def app_on(sim: Simulator, app: callflow.App, **settings: Any
+                 ) -> AsyncIterator[callflow.App]:
+    """``app`` served on a real socket, speaking Telnyx to ``sim`` (also served)."""
+    sim.add_account_number(NUMBER)
+    async with serve_simulator(sim) as sim_url:
+        app.configure(callflow.Settings(platform_url=sim_url, **sim.app_settings(),
+                                        **settings))
+        async with serve_asgi(app) as app_url:
+            app.settings.public_url = app_url
+            await app.configure_numbers()
+            yield app
+
+
+def flow_calls(app: callflow.App) -> list[callflow.Call]:
+    """The app's Call objects, as sessions start (to read what flows left in ``data``)."""
+    calls: list[callflow.Call] = []
+    original = app._new_session
+
+    def new_session(*args: Any) -> Any:
+        session = original(*args)
+        if session is not None:
+            calls.append(session.call)
+        return session
+
+    app._new_session = new_session  # type: ignore[method-assign]
+    return calls
+
+
+async def wait_entry(sim: Simulator, call: SimCall, kind: str) -> None:
+    """Until ``call``'s transcript has an entry of ``kind``."""
+    arrived = anyio.Event()
+
+    def observe(observed: SimCall, entry: Any) -> None:
+        if observed is call and entry is not None and entry.kind == kind:
+            arrived.set()
+
+    sim.observers.append(observe)
+    try:
+        if not any(e.kind == kind for e in call.transcript.entries):
+            await arrived.wait()
+    finally:
+        sim.observers.remove(observe)
+
+
+@pytest.mark.anyio
+async def test_two_callers_dialling_within_a_minute_both_get_through() -> None:
+    """Each command has its own command_id: the second caller's dial is not taken for a
+    repeat of the first's (Telnyx ignores a command_id it saw in the last 60 s)."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def put_through(call: callflow.Call) -> None:
+        call.data["dial"] = await call.dial(AGENT, timeout=20)
+
+    sim = Simulator(platform="telnyx")
+    sim.add_phone(AGENT, Phone.answers(after=2, hang_up_after=3))
+    calls = flow_calls(app)
+    async with app_on(sim, app):
+        with anyio.fail_after(20):
+            first = await sim.place_inbound_call(CALLER, NUMBER)
+            second = await sim.place_inbound_call("+34600000002", NUMBER)
+            for call in (first, second):
+                await call.wait_ended()
+            for flow_call in calls:
+                await app.wait_ended(flow_call.id)
+    assert [c.data["dial"].status for c in calls] == ["answered", "answered"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("started", [True, False])
+async def test_callers_in_one_conference_meet_and_both_hear_when_it_is_over(
+        started: bool) -> None:
+    """The first caller makes the room (not started yet: ``init``, when ``started`` is
+    false), the second joins it; when its time is up, each participant's
+    conference.participant.left (carrying the owner's client_state) ends that caller's
+    wait, joiner included."""
+    app = callflow.App()
+    order: list[str] = []
+
+    @app.flow(number=NUMBER)
+    async def board(call: callflow.Call) -> None:
+        order.append(call.caller)
+        await call.conference("board", start_on_enter=started or len(order) > 1,
+                              time_limit=120)
+        await call.say("The conference is over.")
+
+    sim = Simulator(platform="telnyx")
+    async with app_on(sim, app):
+        front = sim.frontend
+        assert isinstance(front, TelnyxFrontEnd)
+        with anyio.fail_after(20):
+            with sim.clock.busy():  # both are in before the room's two minutes run
+                first = await sim.place_inbound_call(CALLER, NUMBER)
+                await wait_entry(sim, first, "conference-joined")
+                second = await sim.place_inbound_call("+34600000002", NUMBER)
+                await wait_entry(sim, second, "conference-joined")
+            transcripts = [await call.wait_ended() for call in (first, second)]
+            for call in (first, second):
+                await app.wait_ended(front.call_control_id(call))
+    assert len({c.id for c in front.conferences.values()}) == 1
+    assert [t.spoken for t in transcripts] == [["The conference is over."]] * 2
+    assert [t.duration for t in transcripts] == [pytest.approx(120, abs=2)] * 2
+
+
+@pytest.mark.anyio
+async def test_with_no_finish_key_a_hash_is_just_a_digit() -> None:
+    """Telnyx ends a gather on "#" unless told another terminating_digit (its default):
+    with finish_on_key="" the adapter takes the "#" as a digit and gathers on."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def code(call: callflow.Call) -> None:
+        call.data["code"] = await call.gather(prompt="Your code?", num_digits=4,
+                                              finish_on_key="")
+
+    sim = Simulator(platform="telnyx")
+    calls = flow_calls(app)
+    async with app_on(sim, app):
+        with anyio.fail_after(20):
+            call = await sim.place_inbound_call(CALLER, NUMBER, script=["press-next:12#4"])
+            await call.wait_ended()
+            await app.wait_ended(calls[0].id)
+    result = calls[0].data["code"]
+    assert (result.digits, result.finish_key, result.timed_out) == ("12#4", None, False)
+
+
+@pytest.mark.anyio
+async def test_an_outbound_call_nobody_answers_is_no_answer() -> None:
+    """hangup_cause no_answer (the far end gave up ringing) is no answer, not a hang-up."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def remind(call: callflow.Call) -> None:
+        await call.say("Hello.")
+
+    sim = Simulator(platform="telnyx", outbound_ring_timeout=20)  # before Telnyx's 30 s
+    sim.add_phone(AGENT, Phone.no_answer())
+    async with app_on(sim, app):
+        with anyio.fail_after(20):
+            result = await app.call(AGENT, flow="remind", caller_id=NUMBER)
+    assert (result.status, result.answered) == ("no_answer", False)
+
+
 def test_a_webhook_record_reads_its_document() -> None:
     body = json.dumps({"data": {"event_type": "call.answered", "id": "e1",
                                 "payload": {"call_control_id": "v3:x"}},
