@@ -614,6 +614,22 @@ async def test_the_silence_timeout_of_a_recording_starts_with_speech() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_recording_url_works_for_ten_minutes() -> None:
+    """call.recording.saved URLs are presigned for 600 s (X-Amz-Expires=600)."""
+    async with rig() as t:
+        call, ccid = await t.call_in(["talk:2"])
+        await t.ok(ccid, "record_start", format="wav", channels="single", max_length=2)
+        url = (await t.hooks.wait("call.recording.saved"))["recording_urls"]["wav"]
+        local = url.replace(str(t.sim.base_url or "http://127.0.0.1"), "http://sim.test")
+        assert (await t.api.get(local)).status_code == 200
+        await t.ok(ccid, "hangup")
+        await t.ended(call)
+        await t.sim.clock.sleep(601)
+        expired = await t.api.get(local)
+    assert (expired.status_code, b"expired" in expired.content) == (403, True)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize(("network", "cause"), [(20.0, "no_answer"), (60.0, "timeout")])
 async def test_a_number_nobody_answers_ends_by_its_own_clock_or_the_dials(
         network: float, cause: str) -> None:

@@ -1701,9 +1701,13 @@ class TelnyxFrontEnd:
 
     def _recording_saved(self, leg: _Leg, entry: TranscriptEntry) -> None:
         action = leg.recording
-        url = str(entry.data.get("recordingUrl", ""))
         duration = float(entry.data.get("duration", 0.0))
         end = self.sim.clock.now()
+        # Presigned, for RECORDING_URL_LIFE seconds from now (the simulator's recordings
+        # route refuses it afterwards, as S3 does).
+        signed = datetime.fromtimestamp(self.sim.epoch + end, UTC).strftime("%Y%m%dT%H%M%SZ")
+        url = (f"{entry.data.get('recordingUrl', '')}?X-Amz-Date={signed}"
+               f"&X-Amz-Expires={RECORDING_URL_LIFE:.0f}")
         start = end - duration
         fmt = str(action.body.get("format", "wav")) if action else "wav"
         # The simulator records WAV only: an mp3 request gets the WAV under both names.
