@@ -666,6 +666,23 @@ async def test_a_lost_completion_ends_the_call_after_the_command_timeout(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(("silence", "sent"), [(0, None), (4.2, 5)])
+async def test_a_recording_asks_for_silence_detection_only_when_the_flow_does(
+        silence: float, sent: int | None) -> None:
+    """timeout_secs is billed transcription on Telnyx: not sent for silence_timeout=0."""
+    app = telnyx_app()
+
+    @app.flow(number=NUMBER)
+    async def message(call: Call) -> None:
+        await call.record(max_length=30, silence_timeout=silence)
+
+    fake = FakeTelnyx()
+    await run_call(app, fake)
+    [start] = fake.named("record_start")
+    assert (start.get("timeout_secs"), start["max_length"]) == (sent, 30)
+
+
+@pytest.mark.anyio
 async def test_a_number_nobody_answers_is_rejected(caplog: pytest.LogCaptureFixture) -> None:
     app = telnyx_app()
 

@@ -594,9 +594,13 @@ class Telnyx:
         body: dict[str, Any] = {
             "format": "wav", "channels": "single", "play_beep": record.beep,
             "max_length": math.ceil(record.max_length),
-            "timeout_secs": math.ceil(record.silence_timeout),
             **self._stamp(ctl, seq, s=record.step),
         }
+        if record.silence_timeout > 0:
+            # It counts from the caller's last words, not from the start (a silent caller
+            # is recorded up to max_length), and Telnyx detects silence by transcribing,
+            # billed as such (docs: start-recording): none asked, none sent.
+            body["timeout_secs"] = math.ceil(record.silence_timeout)
         with ctl.watch(matches) as watch:
             await ctl.post(self.action(ctl.leg, "record_start", body))
             while True:
