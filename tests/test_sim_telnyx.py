@@ -952,6 +952,35 @@ async def test_callers_in_one_conference_meet_and_both_hear_when_it_is_over(
 
 
 @pytest.mark.anyio
+async def test_a_host_who_made_the_room_ends_it_on_leaving() -> None:
+    """POST /v2/conferences takes no end_conference_on_exit: a creator with end_on_exit
+    ends the room itself when it leaves, and everyone in it is hung up."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def board(call: callflow.Call) -> None:
+        await call.conference("board", end_on_exit=call.caller == CALLER)
+        await call.say("Still here.")
+
+    sim = Simulator(platform="telnyx")
+    async with app_on(sim, app):
+        front = sim.frontend
+        assert isinstance(front, TelnyxFrontEnd)
+        with anyio.fail_after(20):
+            with sim.clock.busy():
+                host = await sim.place_inbound_call(CALLER, NUMBER, script=["hangup:10"])
+                await wait_entry(sim, host, "conference-joined")
+                guest = await sim.place_inbound_call("+34600000002", NUMBER)
+                await wait_entry(sim, guest, "conference-joined")
+            transcripts = [await call.wait_ended() for call in (host, guest)]
+            for call in (host, guest):
+                await app.wait_ended(front.call_control_id(call))
+    assert [t.spoken for t in transcripts] == [[], []]
+    assert transcripts[1].duration == pytest.approx(transcripts[0].duration, abs=1)
+    assert [c.end_reason for c in front.conferences.values()] == ["ended_via_api"]
+
+
+@pytest.mark.anyio
 async def test_with_no_finish_key_a_hash_is_just_a_digit() -> None:
     """Telnyx ends a gather on "#" unless told another terminating_digit (its default):
     with finish_on_key="" the adapter takes the "#" as a digit and gathers on."""
