@@ -28,7 +28,15 @@ class GatherResult:
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    """A recording: where to fetch it, and how long it lasts in seconds."""
+    """A recording: where to fetch it, and how long it lasts in seconds.
+
+    How long ``url`` works is the platform's call: on Telnyx it is a presigned URL good
+    for 10 minutes after the recording is saved, so fetch (or copy) it at once; on
+    Twilio it lasts until the recording is deleted from the account (fetching it takes
+    the account's credentials unless the account makes recordings public); on BlueVia
+    (the simulator) for as long as the simulator runs.  ``url`` is None when there is
+    no recording: Twilio skips an empty one (nobody spoke).
+    """
 
     url: str | None = None
     duration: float = 0.0

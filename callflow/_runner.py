@@ -310,8 +310,8 @@ class Runner:
             logger.info("%s: the call is gone (%s)", ctl.call_id, exc)
             await self.session.handle(ctl.event("hangup", by="caller", reason="gone"))
         except PlatformError as exc:
-            logger.error("%s: the platform refused a command: %s; ending the call",
-                         ctl.call_id, exc)
+            # Refused, or its completion never came (a command_timeout).
+            logger.error("%s: %s; ending the call", ctl.call_id, exc)
             self.session.end(by="app")
             with anyio.CancelScope(shield=True), anyio.move_on_after(5), suppress(CallflowError):
                 await self.platform.execute(ctl, Hangup())

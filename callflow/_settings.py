@@ -100,6 +100,12 @@ class Settings:
     history_retention: float = 7 * 86400.0
     """Seconds an ended call's history is kept for ``callflow history`` (0: forever)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    command_timeout: float = 120.0
+    """Telnyx: seconds a command's completion webhook (``call.answered``,
+    ``call.speak.ended``...) may be overdue, past the longest the command could take,
+    before the call is ended with a logged error and a REST hang-up, rather than waiting
+    for ever on a lost webhook (0: no limit). A prompt whose length callflow cannot know
+    (a ``play``) gets this long per repeat."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -438,8 +438,9 @@ async def test_conferences() -> None:
         joined = await t.api.post(f"/v2/conferences/{room['id']}/actions/join", json={
             "call_control_id": b, "mute": True, "client_state": state("j")})
         assert joined.status_code == 200, joined.text
+        # Conference webhooks carry the owner's client_state, whoever they are about.
         assert (await t.hooks.wait("conference.participant.joined", b))["client_state"] == (
-            state("j"))
+            state("c"))
         assert (await t.api.post(f"/v2/conferences/{room['id']}/actions/mute",
                                  json={"call_control_ids": [b]})).status_code == 200
         await t.ok(a, "hangup")
@@ -527,6 +528,120 @@ async def test_a_repeated_command_id_is_ignored() -> None:
         transcript = await t.ended(call)
     assert transcript.spoken == ["Only once."]
     assert len(t.hooks.named("call.speak.started")) == 1
+
+
+@pytest.mark.anyio
+async def test_a_command_id_is_the_accounts_for_60_seconds_whatever_the_call() -> None:
+    """"Commands with duplicate command_ids within 60 seconds will be ignored", and Dial
+    "will ignore other Dial commands with the same command_id": not one call's, the
+    account's."""
+    async with rig() as t:
+        t.sim.idle_hold = 0.05  # real seconds the simulator waits for the app's next move
+        t.sim.add_phone(AGENT, Phone.no_answer())
+        first, a = await t.call_in()
+        second, b = await t.call_in()
+        await t.ok(a, "speak", payload="For the first.", voice="female", command_id="c-1")
+        await t.ok(b, "speak", payload="For the second.", voice="female", command_id="c-1")
+        await t.hooks.wait("call.speak.ended", a)
+        leg = await t.dial(AGENT, link_to=a, timeout_secs=5, command_id="d-1")
+        assert await t.dial(AGENT, link_to=b, timeout_secs=5, command_id="d-1") == leg
+        await t.hooks.wait("call.hangup", leg)  # nobody answers it within its 5 s
+        assert [x.direction for x in t.front.legs.values()].count("outgoing") == 1
+        assert t.hooks.named("call.speak.started", b) == []
+        for ccid in (a, b):
+            await t.ok(ccid, "hangup")
+        spoken = [(await t.ended(call)).spoken for call in (first, second)]
+        await t.sim.clock.sleep(61)  # the window is over: the same id is a new command
+        third, c = await t.call_in()
+        await t.ok(c, "speak", payload="Later.", voice="female", command_id="c-1")
+        await t.hooks.wait("call.speak.ended", c)
+        await t.ok(c, "hangup")
+        spoken.append((await t.ended(third)).spoken)
+    assert spoken == [["For the first."], [], ["Later."]]
+
+
+@pytest.mark.anyio
+async def test_a_room_not_started_is_init_and_conference_webhooks_carry_the_owners_state(
+) -> None:
+    async with rig() as t:
+        first, a = await t.call_in()
+        second, b = await t.call_in()
+        created = await t.api.post("/v2/conferences", json={
+            "call_control_id": a, "name": "later", "start_conference_on_create": False,
+            "max_participants": 2, "client_state": state("owner")})
+        room = created.json()["data"]
+        assert room["status"] == "init"
+        listed = await t.api.get("/v2/conferences", params={"filter[name]": "later",
+                                                             "filter[status]": "init"})
+        assert [c["id"] for c in listed.json()["data"]] == [room["id"]]
+        await t.api.post(f"/v2/conferences/{room['id']}/actions/join", json={
+            "call_control_id": b, "start_conference_on_enter": True,
+            "client_state": state("joiner")})
+        joined = await t.hooks.wait("conference.participant.joined", b)
+        assert joined["client_state"] == state("owner")
+        started = await t.api.get(f"/v2/conferences/{room['id']}")
+        assert started.json()["data"]["status"] == "in_progress"
+        third, c = await t.call_in()
+        full = await t.api.post(f"/v2/conferences/{room['id']}/actions/join",
+                                json={"call_control_id": c})
+        assert full.status_code == 422  # max_participants: 2
+        ended = await t.api.post(f"/v2/conferences/{room['id']}/actions/end", json={})
+        assert ended.status_code == 200, ended.text
+        left = await t.hooks.wait("conference.participant.left", b)
+        assert left["client_state"] == state("owner")
+        assert (await t.hooks.wait("conference.ended"))["client_state"] == state("owner")
+        await t.hooks.wait("call.hangup", a)  # "terminate all active participants"
+        await t.hooks.wait("call.hangup", b)
+        await t.ok(c, "hangup")
+        for call in (first, second, third):
+            await t.ended(call)
+
+
+@pytest.mark.anyio
+async def test_the_silence_timeout_of_a_recording_starts_with_speech() -> None:
+    """A caller who never speaks is recorded for the whole max_length: timeout_secs
+    counts only after speech."""
+    async with rig() as t:
+        call, ccid = await t.call_in()
+        await t.ok(ccid, "record_start", format="wav", channels="single", max_length=20,
+                   timeout_secs=2)
+        saved = await t.hooks.wait("call.recording.saved")
+        await t.ok(ccid, "hangup")
+        await t.ended(call)
+    assert Telnyx().parse(Webhook("POST", HOOKS, body=json.dumps(
+        {"data": {"event_type": "call.recording.saved", "id": "x",
+                  "payload": saved}}).encode()))[0].duration == pytest.approx(20)
+
+
+@pytest.mark.anyio
+async def test_a_recording_url_works_for_ten_minutes() -> None:
+    """call.recording.saved URLs are presigned for 600 s (X-Amz-Expires=600)."""
+    async with rig() as t:
+        call, ccid = await t.call_in(["talk:2"])
+        await t.ok(ccid, "record_start", format="wav", channels="single", max_length=2)
+        url = (await t.hooks.wait("call.recording.saved"))["recording_urls"]["wav"]
+        local = url.replace(str(t.sim.base_url or "http://127.0.0.1"), "http://sim.test")
+        assert (await t.api.get(local)).status_code == 200
+        await t.ok(ccid, "hangup")
+        await t.ended(call)
+        await t.sim.clock.sleep(601)
+        expired = await t.api.get(local)
+    assert (expired.status_code, b"expired" in expired.content) == (403, True)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("network", "cause"), [(20.0, "no_answer"), (60.0, "timeout")])
+async def test_a_number_nobody_answers_ends_by_its_own_clock_or_the_dials(
+        network: float, cause: str) -> None:
+    """timeout_secs over: "timeout"; the far end giving up first: "no_answer"."""
+    async with rig() as t:
+        t.sim.outbound_ring_timeout = network
+        t.sim.add_phone(AGENT, Phone.no_answer())
+        call, ccid = await t.call_in()
+        leg = await t.dial(AGENT, link_to=ccid, timeout_secs=30)
+        assert (await t.hooks.wait("call.hangup", leg))["hangup_cause"] == cause
+        await t.ok(ccid, "hangup")
+        await t.ended(call)
 
 
 @pytest.mark.anyio
@@ -726,6 +841,182 @@ async def test_the_ivr_survives_duplicated_and_reordered_webhooks(scenario: str)
     assert telnyx.front is not None
     assert any(hook.attempt == 2 for hook in telnyx.front.sent)
     assert not telnyx.transcript.texts("error")
+
+
+# -- callflow's App on the simulator: what the provider's docs say, met by the adapter ---------
+
+
+@asynccontextmanager
+async def app_on(sim: Simulator, app: callflow.App, **settings: Any
+                 ) -> AsyncIterator[callflow.App]:
+    """``app`` served on a real socket, speaking Telnyx to ``sim`` (also served)."""
+    sim.add_account_number(NUMBER)
+    async with serve_simulator(sim) as sim_url:
+        app.configure(callflow.Settings(platform_url=sim_url, **sim.app_settings(),
+                                        **settings))
+        async with serve_asgi(app) as app_url:
+            app.settings.public_url = app_url
+            await app.configure_numbers()
+            yield app
+
+
+def flow_calls(app: callflow.App) -> list[callflow.Call]:
+    """The app's Call objects, as sessions start (to read what flows left in ``data``)."""
+    calls: list[callflow.Call] = []
+    original = app._new_session
+
+    def new_session(*args: Any) -> Any:
+        session = original(*args)
+        if session is not None:
+            calls.append(session.call)
+        return session
+
+    app._new_session = new_session  # type: ignore[method-assign]
+    return calls
+
+
+async def wait_entry(sim: Simulator, call: SimCall, kind: str) -> None:
+    """Until ``call``'s transcript has an entry of ``kind``."""
+    arrived = anyio.Event()
+
+    def observe(observed: SimCall, entry: Any) -> None:
+        if observed is call and entry is not None and entry.kind == kind:
+            arrived.set()
+
+    sim.observers.append(observe)
+    try:
+        if not any(e.kind == kind for e in call.transcript.entries):
+            await arrived.wait()
+    finally:
+        sim.observers.remove(observe)
+
+
+@pytest.mark.anyio
+async def test_two_callers_dialling_within_a_minute_both_get_through() -> None:
+    """Each command has its own command_id: the second caller's dial is not taken for a
+    repeat of the first's (Telnyx ignores a command_id it saw in the last 60 s)."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def put_through(call: callflow.Call) -> None:
+        call.data["dial"] = await call.dial(AGENT, timeout=20)
+
+    sim = Simulator(platform="telnyx")
+    sim.add_phone(AGENT, Phone.answers(after=2, hang_up_after=3))
+    calls = flow_calls(app)
+    async with app_on(sim, app):
+        with anyio.fail_after(20):
+            first = await sim.place_inbound_call(CALLER, NUMBER)
+            second = await sim.place_inbound_call("+34600000002", NUMBER)
+            for call in (first, second):
+                await call.wait_ended()
+            for flow_call in calls:
+                await app.wait_ended(flow_call.id)
+    assert [c.data["dial"].status for c in calls] == ["answered", "answered"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("started", [True, False])
+async def test_callers_in_one_conference_meet_and_both_hear_when_it_is_over(
+        started: bool) -> None:
+    """The first caller makes the room (not started yet: ``init``, when ``started`` is
+    false), the second joins it; when its time is up, each participant's
+    conference.participant.left (carrying the owner's client_state) ends that caller's
+    wait, joiner included."""
+    app = callflow.App()
+    order: list[str] = []
+
+    @app.flow(number=NUMBER)
+    async def board(call: callflow.Call) -> None:
+        order.append(call.caller)
+        await call.conference("board", start_on_enter=started or len(order) > 1,
+                              time_limit=120)
+        await call.say("The conference is over.")
+
+    sim = Simulator(platform="telnyx")
+    async with app_on(sim, app):
+        front = sim.frontend
+        assert isinstance(front, TelnyxFrontEnd)
+        with anyio.fail_after(20):
+            with sim.clock.busy():  # both are in before the room's two minutes run
+                first = await sim.place_inbound_call(CALLER, NUMBER)
+                await wait_entry(sim, first, "conference-joined")
+                second = await sim.place_inbound_call("+34600000002", NUMBER)
+                await wait_entry(sim, second, "conference-joined")
+            transcripts = [await call.wait_ended() for call in (first, second)]
+            for call in (first, second):
+                await app.wait_ended(front.call_control_id(call))
+    assert len({c.id for c in front.conferences.values()}) == 1
+    assert [t.spoken for t in transcripts] == [["The conference is over."]] * 2
+    assert [t.duration for t in transcripts] == [pytest.approx(120, abs=2)] * 2
+
+
+@pytest.mark.anyio
+async def test_a_host_who_made_the_room_ends_it_on_leaving() -> None:
+    """POST /v2/conferences takes no end_conference_on_exit: a creator with end_on_exit
+    ends the room itself when it leaves, and everyone in it is hung up."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def board(call: callflow.Call) -> None:
+        await call.conference("board", end_on_exit=call.caller == CALLER)
+        await call.say("Still here.")
+
+    sim = Simulator(platform="telnyx")
+    async with app_on(sim, app):
+        front = sim.frontend
+        assert isinstance(front, TelnyxFrontEnd)
+        with anyio.fail_after(20):
+            with sim.clock.busy():
+                host = await sim.place_inbound_call(CALLER, NUMBER, script=["hangup:10"])
+                await wait_entry(sim, host, "conference-joined")
+                guest = await sim.place_inbound_call("+34600000002", NUMBER)
+                await wait_entry(sim, guest, "conference-joined")
+            transcripts = [await call.wait_ended() for call in (host, guest)]
+            for call in (host, guest):
+                await app.wait_ended(front.call_control_id(call))
+    assert [t.spoken for t in transcripts] == [[], []]
+    assert transcripts[1].duration == pytest.approx(transcripts[0].duration, abs=1)
+    assert [c.end_reason for c in front.conferences.values()] == ["ended_via_api"]
+
+
+@pytest.mark.anyio
+async def test_with_no_finish_key_a_hash_is_just_a_digit() -> None:
+    """Telnyx ends a gather on "#" unless told another terminating_digit (its default):
+    with finish_on_key="" the adapter takes the "#" as a digit and gathers on."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def code(call: callflow.Call) -> None:
+        call.data["code"] = await call.gather(prompt="Your code?", num_digits=4,
+                                              finish_on_key="")
+
+    sim = Simulator(platform="telnyx")
+    calls = flow_calls(app)
+    async with app_on(sim, app):
+        with anyio.fail_after(20):
+            call = await sim.place_inbound_call(CALLER, NUMBER, script=["press-next:12#4"])
+            await call.wait_ended()
+            await app.wait_ended(calls[0].id)
+    result = calls[0].data["code"]
+    assert (result.digits, result.finish_key, result.timed_out) == ("12#4", None, False)
+
+
+@pytest.mark.anyio
+async def test_an_outbound_call_nobody_answers_is_no_answer() -> None:
+    """hangup_cause no_answer (the far end gave up ringing) is no answer, not a hang-up."""
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def remind(call: callflow.Call) -> None:
+        await call.say("Hello.")
+
+    sim = Simulator(platform="telnyx", outbound_ring_timeout=20)  # before Telnyx's 30 s
+    sim.add_phone(AGENT, Phone.no_answer())
+    async with app_on(sim, app):
+        with anyio.fail_after(20):
+            result = await app.call(AGENT, flow="remind", caller_id=NUMBER)
+    assert (result.status, result.answered) == ("no_answer", False)
 
 
 def test_a_webhook_record_reads_its_document() -> None:

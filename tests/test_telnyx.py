@@ -162,7 +162,8 @@ def test_a_dialled_leg_belongs_to_the_call_in_its_client_state() -> None:
 
 @pytest.mark.parametrize(("cause", "kind"), [
     ("normal_clearing", "hangup"), ("user_busy", "busy"), ("call_rejected", "busy"),
-    ("timeout", "no_answer"), ("not_found", "unreachable"), ("originator_cancel", "hangup"),
+    ("timeout", "no_answer"), ("no_answer", "no_answer"), ("not_found", "unreachable"),
+    ("originator_cancel", "hangup"),
 ])
 def test_hangup_causes(cause: str, kind: str) -> None:
     [e] = ADAPTER.parse(hook(event("call.hangup", hangup_cause=cause, hangup_source="caller")))
@@ -179,6 +180,31 @@ def test_gather_ended_and_recording_saved() -> None:
         recording_started_at="2024-01-01T00:00:01Z", recording_ended_at="2024-01-01T00:00:08.5Z")))
     assert (saved.kind, saved.recording_url, saved.duration) == (
         "recording_stopped", "https://x/r.wav", 7.5)
+
+
+def test_a_conference_webhook_is_the_participants_whatever_its_client_state() -> None:
+    """Conference webhooks carry the owner's client_state: the participant's leg, not the
+    state, says whose call a participant.left is."""
+    owner = {"c": "v3:owner", "n": 4, "s": 1}
+    [left] = ADAPTER.parse(hook(event("conference.participant.left", leg="v3:joiner",
+                                      state=owner, conference_id="conf-1")))
+    assert (left.call_id, left.leg_id) == ("v3:joiner", "v3:joiner")
+    [spoken] = ADAPTER.parse(hook(event("call.speak.ended", leg="v3:leg-2", state=owner)))
+    assert spoken.call_id == "v3:owner"  # a call's own events still go by their tag
+
+
+@pytest.mark.parametrize(("asked", "sent"), [(300, 300), (2, 5), (900, 600), (30.2, 31)])
+def test_a_dial_rings_as_long_as_telnyx_allows(asked: float, sent: int) -> None:
+    request = ADAPTER.create_call_request(to="+34910000001", caller_id=NUMBER,
+                                          callback_url=EVENTS, timeout=asked)
+    assert request.json["timeout_secs"] == sent
+
+
+def test_every_command_has_a_command_id_of_its_own() -> None:
+    """Telnyx ignores a command_id it saw in the last 60 s, whatever the call."""
+    from callflow.platforms._telnyx import _command_id
+
+    assert len({_command_id() for _ in range(1000)}) == 1000
 
 
 def test_events_callflow_has_no_kind_for_are_other() -> None:
@@ -213,14 +239,21 @@ def test_replies_are_always_an_empty_json_object() -> None:
     assert (reply.status, reply.body, reply.content_type) == (200, b"{}", "application/json")
 
 
-@pytest.mark.parametrize("option", ["speak_on_enter", "end_on_exit", "max_members"])
+@pytest.mark.parametrize("option", ["speak_on_enter", "speak_on_exit", "play_on_exit"])
 def test_what_telnyx_cannot_do(option: str) -> None:
-    value: Any = {"speak_on_enter": "Hi", "end_on_exit": True, "max_members": 5}[option]
+    value: Any = "Hi" if option.startswith("speak") else "https://media.test/bye.wav"
     command = Conference(1, name="r", options=ConferenceOptions(**{option: value}))
     with pytest.raises(UnsupportedFeature) as info:
         ADAPTER.check(command)
     assert (info.value.verb, info.value.platform, info.value.option) == (
         "conference", "telnyx", option)
+
+
+def test_a_member_limit_and_ending_on_exit_are_telnyx_options() -> None:
+    """max_participants on the room, end_conference_on_exit on joining (or an explicit
+    end by its creator): nothing to refuse."""
+    ADAPTER.check(Conference(1, name="r", options=ConferenceOptions(end_on_exit=True,
+                                                                    max_members=5)))
 
 
 def test_gone_calls_are_told_from_other_refusals() -> None:
@@ -264,6 +297,8 @@ class FakeTelnyx:
     duplicate: bool = False
     reorder: bool = False
     late: bool = False
+    mute: set[str] = field(default_factory=set)
+    """Webhooks that never arrive (lost), by event type."""
     client: httpx.AsyncClient | None = None
     tg: TaskGroup | None = None
     heard: list[str] = field(default_factory=list)
@@ -309,6 +344,8 @@ class FakeTelnyx:
         if self.reorder:
             events = events[::-1]
         for url, document in events:
+            if document["data"]["event_type"] in self.mute:
+                continue
             for _ in range(2 if self.duplicate else 1):
                 await self.deliver(url, document)
             self.sent.append(document)
@@ -609,6 +646,43 @@ async def test_a_push_interrupts_the_command_in_progress() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("lost", ["call.answered", "call.speak.ended", "call.gather.ended"])
+async def test_a_lost_completion_ends_the_call_after_the_command_timeout(
+        lost: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Telnyx does not re-deliver every webhook: a command whose completion never comes
+    ends the call (a REST hang-up, an error in the log) instead of waiting for ever."""
+    app = telnyx_app(command_timeout=0.2)
+
+    @app.flow(number=NUMBER)
+    async def menu(call: Call) -> None:
+        await call.say("Hi.")
+        await call.gather(num_digits=1, timeout=0.1)
+
+    fake = FakeTelnyx(mute={lost})
+    with caplog.at_level(logging.ERROR, logger="callflow"):
+        await run_call(app, fake)
+    assert [name for name, _, _ in fake.actions][-1] == "hangup"
+    assert f"no {lost} within" in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("silence", "sent"), [(0, None), (4.2, 5)])
+async def test_a_recording_asks_for_silence_detection_only_when_the_flow_does(
+        silence: float, sent: int | None) -> None:
+    """timeout_secs is billed transcription on Telnyx: not sent for silence_timeout=0."""
+    app = telnyx_app()
+
+    @app.flow(number=NUMBER)
+    async def message(call: Call) -> None:
+        await call.record(max_length=30, silence_timeout=silence)
+
+    fake = FakeTelnyx()
+    await run_call(app, fake)
+    [start] = fake.named("record_start")
+    assert (start.get("timeout_secs"), start["max_length"]) == (sent, 30)
+
+
+@pytest.mark.anyio
 async def test_a_number_nobody_answers_is_rejected(caplog: pytest.LogCaptureFixture) -> None:
     app = telnyx_app()
 
@@ -647,14 +721,14 @@ async def test_a_flow_using_what_telnyx_lacks_apologises_and_hangs_up() -> None:
     @app.flow(number=NUMBER)
     async def boss(call: Call) -> None:
         try:
-            await call.conference("board", end_on_exit=True)
+            await call.conference("board", speak_on_enter="Welcome.")
         except UnsupportedFeature as exc:
             errors.append(exc)
             raise
 
     fake = FakeTelnyx()
     await run_call(app, fake)
-    assert str(errors[0]).startswith("telnyx does not support conference(end_on_exit=...)")
+    assert str(errors[0]).startswith("telnyx does not support conference(speak_on_enter=...)")
     assert fake.heard == [Settings().apology]
     assert [name for name, _, _ in fake.actions] == ["answer", "speak", "hangup"]
 
@@ -737,10 +811,10 @@ def test_check_platform_on_telnyx(tmp_path: Path) -> None:
     flows.write_text("import callflow\napp = callflow.App()\n"
                      "@app.flow(number='+34900000001')\n"
                      "async def rooms(call):\n"
-                     "    await call.conference('r', end_on_exit=True, max_members=5)\n")
+                     "    await call.conference('r', end_on_exit=True, max_members=5)\n"
+                     "    await call.conference('r', speak_on_enter='Hi')\n")
     warnings = telnyx_app(load_app(flows)).check_platform()
     assert [w.split(": ", 1)[1].split(":")[0] for w in warnings] == [
-        "telnyx does not support conference(end_on_exit=...)",
-        "telnyx does not support conference(max_members=...)",
+        "telnyx does not support conference(speak_on_enter=...)",
     ]
     assert telnyx_app(load_app(EXAMPLES / "voicemail.py")).check_platform() == []

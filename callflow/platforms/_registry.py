@@ -46,7 +46,8 @@ def get_platform(settings: Settings | str) -> Platform:
             _require(settings, "telnyx_api_key", "telnyx_public_key", "telnyx_connection_id")
         return Telnyx(api_key=settings.telnyx_api_key, public_key=settings.telnyx_public_key,
                       connection_id=settings.telnyx_connection_id, api_url=url,
-                      language=settings.language, tolerance=settings.signature_tolerance)
+                      language=settings.language, tolerance=settings.signature_tolerance,
+                      command_timeout=settings.command_timeout)
     raise ConfigurationError(f"unknown platform {name!r}; choose one of: {', '.join(NAMES)}")
 
 

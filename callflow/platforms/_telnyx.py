@@ -24,9 +24,11 @@ Hangup          ``hangup``
 Resume          nothing to send: the runner tells the session it got there
 ==============  =============================================================
 
-Every action carries a ``command_id`` (Telnyx ignores a repeat, so retries are
-safe) and a ``client_state``: base64 JSON ``{"c": call, "n": seq, "s": step,
-"i": index}`` that Telnyx echoes on the events the action causes.  It routes a
+Every action carries a ``command_id`` of its own, a fresh UUID (Telnyx ignores a
+repeat for 60 seconds, so retries of one request are safe, and since the window is
+the account's, not the call's, no two commands may share one) and a
+``client_state``: base64 JSON ``{"c": call, "n": seq, "s": step, "i": index}`` that
+Telnyx echoes on the events the action causes.  It routes a
 dialled leg's events to its call, and it tells a late completion of an
 interrupted command from the current one.  Events arrive duplicated (dropped by
 ``data.id``) and out of order (every wait is registered before its request).
@@ -43,6 +45,7 @@ import contextlib
 import json
 import logging
 import math
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
@@ -79,7 +82,7 @@ from .._exceptions import (
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 
 if TYPE_CHECKING:
-    from .._runner import CallControl
+    from .._runner import CallControl, Watch
 
 __all__ = ("Telnyx",)
 
@@ -88,14 +91,19 @@ logger = logging.getLogger("callflow")
 V2 = "/v2"
 MAX_DIGITS = 128
 
+MIN_PARTICIPANTS, MAX_PARTICIPANTS = 2, 800
+"""``max_participants`` of ``POST /v2/conferences`` (docs: create-conference)."""
+MIN_DIAL_TIMEOUT, MAX_DIAL_TIMEOUT = 5, 600
+"""``timeout_secs`` of ``POST /v2/calls`` (docs: dial)."""
+LIVE_ROOMS = ("init", "in_progress")
+"""A room that is not started yet (``start_conference_on_create: false``) is ``init``."""
+
 UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("conference", "speak_on_enter"): "Call Control conferences have no entry announcement",
     ("conference", "speak_on_exit"): "Call Control conferences have no exit announcement",
     ("conference", "play_on_exit"): "Call Control conferences have no exit announcement",
-    ("conference", "end_on_exit"): "only a joining participant can end a Telnyx conference "
-                                    "on exit, not the one whose call creates the room",
-    ("conference", "max_members"): "Call Control conferences take no member limit",
 }
+
 
 _KINDS: Mapping[str, EventKind] = {
     "call.answered": "answered",
@@ -111,7 +119,8 @@ LEG_OUTCOMES = frozenset({"busy", "no_answer", "failed", "unreachable"})
 _HANGUP_KINDS: Mapping[str, EventKind] = {
     "user_busy": "busy",
     "call_rejected": "busy",
-    "timeout": "no_answer",
+    "timeout": "no_answer",  # the dial's timeout_secs ran out
+    "no_answer": "no_answer",  # the far end gave up ringing first
     "not_found": "unreachable",
 }
 
@@ -175,12 +184,15 @@ class Telnyx:
 
     def __init__(self, *, api_key: str = "", public_key: str = "", connection_id: str = "",
                  api_url: str = "https://api.telnyx.com", language: str = "en-US",
-                 tolerance: float = 300.0) -> None:
+                 tolerance: float = 300.0, command_timeout: float = 120.0) -> None:
         self.api_key = api_key
         self.connection_id = connection_id
         self.api_url = api_url
         self.language = language
         self.tolerance = tolerance
+        self.command_timeout = command_timeout
+        """Seconds a command's completion webhook may be late before the call is hung up
+        (``Settings.command_timeout``; 0: wait for ever)."""
         self._key = _load_public_key(public_key) if public_key else None
 
     def client_options(self) -> dict[str, Any]:
@@ -224,7 +236,15 @@ class Telnyx:
             raise _bad("missing_field", "the webhook has no event_type and payload")
         state = _decode_state(payload.get("client_state"))
         leg = str(payload.get("call_control_id") or payload.get("call_leg_id") or "")
-        call_id = str(state.get("c") or payload.get("call_control_id") or "")
+        leg_id = str(payload.get("call_control_id") or "")
+        if name.startswith("conference."):
+            # A conference's webhooks carry its owner's client_state, whoever they are
+            # about ("used for all webhooks related to the created conference", docs:
+            # create-conference; a joiner's "will not affect conferencing webhooks",
+            # docs: join-conference): the participant's leg says whose call it is.
+            call_id = leg_id or str(state.get("c") or "")
+        else:
+            call_id = str(state.get("c") or leg_id)
         if not call_id:
             return []  # about no call of ours (conference.created...)
         kind: EventKind = _KINDS.get(name, "other")
@@ -273,13 +293,10 @@ class Telnyx:
     def check(self, command: Command) -> None:
         if isinstance(command, Conference):
             o = command.options
-            for option in ("speak_on_enter", "speak_on_exit", "play_on_exit", "end_on_exit"):
+            for option in ("speak_on_enter", "speak_on_exit", "play_on_exit"):
                 if getattr(o, option):
                     raise UnsupportedFeature("conference", self.name, option=option,
                                              hint=UNSUPPORTED[("conference", option)])
-            if o.max_members != 41:
-                raise UnsupportedFeature("conference", self.name, option="max_members",
-                                         hint=UNSUPPORTED[("conference", "max_members")])
 
     # -- REST: requests ------------------------------------------------------------------------
 
@@ -298,8 +315,7 @@ class Telnyx:
             state["s"] = s
         if i is not None:
             state["i"] = i
-        command_id = f"callflow-{seq}" if i is None else f"callflow-{seq}-{i}"
-        return {"client_state": _encode_state(state), "command_id": command_id}
+        return {"client_state": _encode_state(state), "command_id": _command_id()}
 
     def error(self, response: httpx.Response) -> PlatformError:
         text = response.text
@@ -333,7 +349,8 @@ class Telnyx:
             "webhook_url": callback_url, "webhook_url_method": "POST",
         }
         if timeout is not None:
-            body["timeout_secs"] = min(120, max(5, math.ceil(timeout)))
+            body["timeout_secs"] = min(MAX_DIAL_TIMEOUT, max(MIN_DIAL_TIMEOUT,
+                                                             math.ceil(timeout)))
         if link_to:
             body["link_to"] = link_to
         body.update(state or {})
@@ -372,7 +389,7 @@ class Telnyx:
 
     async def reject(self, http: httpx.AsyncClient, event: Event) -> None:
         await self._send(http, self.action(event.leg_id, "reject", {
-            "cause": "CALL_REJECTED", "command_id": "callflow-reject"}))
+            "cause": "CALL_REJECTED", "command_id": _command_id()}))
 
     # -- REST: the command runner's side ---------------------------------------------------------
 
@@ -389,21 +406,33 @@ class Telnyx:
     def _voice(self, say: Say) -> dict[str, str]:
         return {"payload": say.text, "voice": say.voice, "language": self.language}
 
+    async def _wait(self, watch: Watch, what: str, longest: float) -> Event:
+        """The next event of ``watch``; a ``PlatformError`` (the runner hangs up) when it
+        has not come ``command_timeout`` seconds after the command could have finished."""
+        if not self.command_timeout:
+            return await watch.get()
+        limit = longest + self.command_timeout
+        with anyio.move_on_after(limit):
+            return await watch.get()
+        raise PlatformError(f"no {what} within {limit:.0f} s: the webhook was lost, or "
+                            "the call is stuck")
+
     async def _speak(self, ctl: CallControl, leg: str, say: Say) -> None:
         seq = ctl.next_seq()
         with ctl.watch(self._completion(leg, seq, "call.speak.ended")) as watch:
             await ctl.post(self.action(leg, "speak", {**self._voice(say),
                                                       **self._stamp(ctl, seq)}))
-            await watch.get()
+            await self._wait(watch, "call.speak.ended", _speaking(say.text))
 
     async def _play(self, ctl: CallControl, leg: str, play: Play, *, times: int | None = None
                     ) -> None:
         seq = ctl.next_seq()
         with ctl.watch(self._completion(leg, seq, "call.playback.ended")) as watch:
+            loop = times or max(1, play.repeat)
             await ctl.post(self.action(leg, "playback_start", {
-                "audio_url": play.url, "loop": times or max(1, play.repeat),
-                **self._stamp(ctl, seq)}))
-            await watch.get()
+                "audio_url": play.url, "loop": loop, **self._stamp(ctl, seq)}))
+            # The audio's length is unknown here: each loop may take command_timeout.
+            await self._wait(watch, "call.playback.ended", (loop - 1) * self.command_timeout)
 
     async def _prompt(self, ctl: CallControl, leg: str, prompt: Prompt) -> None:
         if isinstance(prompt, Say):
@@ -425,7 +454,7 @@ class Telnyx:
         seq = ctl.next_seq()
         with ctl.watch(lambda e: e.name == "call.answered" and e.leg_id == ctl.leg) as watch:
             await ctl.post(self.action(ctl.leg, "answer", self._stamp(ctl, seq)))
-            await watch.get()
+            await self._wait(watch, "call.answered", 0.0)
         ctl.answered = True
         return commands
 
@@ -464,14 +493,18 @@ class Telnyx:
 
     async def _gather(self, ctl: CallControl, gather: Gather) -> list[Command] | None:
         millis = int(gather.timeout * 1000)
+        key = gather.finish_on_key
+        maximum = gather.num_digits or MAX_DIGITS
         digits_body: dict[str, Any] = {
             "minimum_digits": 1,
-            "maximum_digits": gather.num_digits or MAX_DIGITS,
+            "maximum_digits": maximum,
             "valid_digits": gather.valid_digits,
             "inter_digit_timeout_millis": millis,
         }
-        if gather.finish_on_key:
-            digits_body["terminating_digit"] = gather.finish_on_key
+        if key:
+            digits_body["terminating_digit"] = key
+        # Typing takes at most a timeout per key (a long number: a generous cap).
+        typing = gather.timeout * (min(maximum, 20) + 1)
         prompt = gather.prompt
         for _ in range(max(1, gather.retries)):
             if isinstance(prompt, Say) and prompt.repeat > 1:
@@ -481,33 +514,71 @@ class Telnyx:
                 await self._play(ctl, ctl.leg, prompt, times=prompt.repeat - 1)
             seq = ctl.next_seq()
             stamp = self._stamp(ctl, seq, s=gather.step)
+            longest = typing
             if isinstance(prompt, Say):
                 request = self.action(ctl.leg, "gather_using_speak", {
                     **self._voice(prompt), **digits_body, "timeout_millis": millis,
                     "maximum_tries": 1, **stamp})
+                longest += _speaking(prompt.text)
             elif isinstance(prompt, Play):
                 request = self.action(ctl.leg, "gather_using_audio", {
                     "audio_url": prompt.url, **digits_body, "timeout_millis": millis,
                     "maximum_tries": 1, **stamp})
+                longest += self.command_timeout
             else:
                 request = self.action(ctl.leg, "gather", {
                     **digits_body, "initial_timeout_millis": millis, **stamp})
-            with ctl.watch(self._completion(ctl.leg, seq, "call.gather.ended")) as watch:
-                await ctl.post(request)
-                ended = await watch.get()
+            ended, pressed = await self._gather_once(ctl, seq, request, longest)
             if ended.reason in ("call_hangup", "cancelled", "cancelled_amd"):
                 return None  # the hang-up, or whoever cancelled it, has the next word
             digits = ended.digits or ""
-            if digits:
-                key = gather.finish_on_key
+            if key and digits:
                 # Telnyx leaves the terminating digit out: put it back, the way the
                 # session expects it, when fewer than the maximum digits came.
-                if (key and ended.reason == "valid" and not digits.endswith(key)
+                if (ended.reason == "valid" and not digits.endswith(key)
                         and (not gather.num_digits or len(digits) < gather.num_digits)):
                     digits += key
+            elif not key:
+                # No finish key, but Telnyx's terminating_digit is "#" whatever callflow
+                # sends (docs: gather): a "#" ended the gather, so it is one of the
+                # digits and the caller may go on typing.
+                while (ended.reason != "timeout" and pressed[-1:] == ["#"]
+                       and len(digits) < maximum):
+                    if "#" in gather.valid_digits:
+                        digits += "#"
+                    if len(digits) >= maximum:
+                        break
+                    seq = ctl.next_seq()
+                    ended, pressed = await self._gather_once(ctl, seq, self.action(
+                        ctl.leg, "gather", {
+                            **digits_body, "maximum_digits": maximum - len(digits),
+                            "initial_timeout_millis": millis,
+                            **self._stamp(ctl, seq, s=gather.step)}), typing)
+                    if ended.reason in ("call_hangup", "cancelled", "cancelled_amd"):
+                        return None
+                    digits += ended.digits or ""
+            if digits:
                 return await ctl.feed(ctl.event("digits", step=gather.step, digits=digits,
                                                 name=ended.name, timestamp=ended.timestamp))
         return await ctl.feed(ctl.event("resumed", step=gather.step, name="GatherTimeout"))
+
+    async def _gather_once(self, ctl: CallControl, seq: int, request: ApiRequest,
+                           longest: float) -> tuple[Event, list[str]]:
+        """One gather: its ``call.gather.ended``, and the keys pressed meanwhile."""
+        done = self._completion(ctl.leg, seq, "call.gather.ended")
+
+        def matches(event: Event) -> bool:
+            return done(event) or (event.name == "call.dtmf.received"
+                                   and event.leg_id == ctl.leg)
+
+        pressed: list[str] = []
+        with ctl.watch(matches) as watch:
+            await ctl.post(request)
+            while True:
+                event = await self._wait(watch, "call.gather.ended", longest)
+                if event.name != "call.dtmf.received":
+                    return event, pressed
+                pressed.extend(event.digits or "")
 
     async def _record(self, ctl: CallControl, record: Record) -> list[Command] | None:
         if record.prompt is not None:
@@ -523,13 +594,18 @@ class Telnyx:
         body: dict[str, Any] = {
             "format": "wav", "channels": "single", "play_beep": record.beep,
             "max_length": math.ceil(record.max_length),
-            "timeout_secs": math.ceil(record.silence_timeout),
             **self._stamp(ctl, seq, s=record.step),
         }
+        if record.silence_timeout > 0:
+            # It counts from the caller's last words, not from the start (a silent caller
+            # is recorded up to max_length), and Telnyx detects silence by transcribing,
+            # billed as such (docs: start-recording): none asked, none sent.
+            body["timeout_secs"] = math.ceil(record.silence_timeout)
         with ctl.watch(matches) as watch:
             await ctl.post(self.action(ctl.leg, "record_start", body))
             while True:
-                event = await watch.get()
+                event = await self._wait(watch, "call.recording.saved",
+                                         record.max_length + 1)
                 if event.name == "call.dtmf.received":
                     if key and event.digits and key in event.digits:
                         await ctl.post(self.action(ctl.leg, "record_stop",
@@ -568,7 +644,7 @@ class Telnyx:
                 ended[i] = ctl.event("hangup", leg_id=legs[i], reason="dial_over")
                 with contextlib.suppress(CallflowError):
                     await ctl.post(self.action(legs[i], "hangup", {
-                        "command_id": f"callflow-{seq}-{i}-hangup"}))
+                        "command_id": _command_id()}))
 
         winner: int | None = None
         try:
@@ -654,30 +730,71 @@ class Telnyx:
             return (event.name in ("conference.participant.left", "conference.ended")
                     and event.leg_id == ctl.leg)
 
-        with ctl.watch(left) as watch:
-            found = await ctl.post(ApiRequest("GET", f"{V2}/conferences", params={
-                "filter[name]": room.name, "filter[status]": "in_progress"}))
-            rooms = found.get("data") if isinstance(found, dict) else None
-            if isinstance(rooms, list) and rooms and isinstance(rooms[0], dict):
-                await ctl.post(ApiRequest(
-                    "POST", f"{V2}/conferences/{quote(str(rooms[0].get('id')), safe='')}"
-                            "/actions/join",
-                    json={"call_control_id": ctl.leg, "start_conference_on_enter":
-                          o.start_on_enter, "mute": o.mute, "beep_enabled": beep, **stamp}))
-            else:
-                body: dict[str, Any] = {"call_control_id": ctl.leg, "name": room.name,
-                                        "beep_enabled": beep,
-                                        "start_conference_on_create": o.start_on_enter, **stamp}
-                if o.time_limit:
-                    body["duration_minutes"] = math.ceil(o.time_limit / 60)
-                created = _data(await ctl.post(ApiRequest("POST", f"{V2}/conferences",
-                                                          json=body)))
-                if o.mute and created.get("id"):
+        created: str | None = None
+        try:
+            with ctl.watch(left) as watch:
+                # A room created with start_conference_on_create false is "init" until
+                # someone starts it: it is as much the room to join as a started one.
+                found = await ctl.post(ApiRequest("GET", f"{V2}/conferences", params={
+                    "filter[name]": room.name}))
+                rooms = found.get("data") if isinstance(found, dict) else None
+                live = [r for r in rooms or [] if isinstance(r, dict)
+                        and r.get("status") in LIVE_ROOMS and r.get("name") == room.name]
+                if live:
+                    path = f"{V2}/conferences/{quote(str(live[0].get('id')), safe='')}"
+                    try:
+                        await ctl.post(ApiRequest("POST", f"{path}/actions/join", json={
+                            "call_control_id": ctl.leg, "start_conference_on_enter":
+                            o.start_on_enter, "mute": o.mute, "beep_enabled": beep,
+                            "end_conference_on_exit": o.end_on_exit, **stamp}))
+                    except PlatformError as exc:
+                        if exc.status is None or exc.status >= 500:
+                            raise
+                        # Full (max_participants) or ended meanwhile: the caller is not
+                        # in, as when a BlueVia room turns them away.
+                        logger.info("%s: could not join conference %s: %s", ctl.call_id,
+                                    room.name, exc)
+                        return await ctl.feed(ctl.event("resumed", step=room.step,
+                                                        name="ConferenceFull"))
+                else:
+                    body: dict[str, Any] = {
+                        "call_control_id": ctl.leg, "name": room.name, "beep_enabled": beep,
+                        "start_conference_on_create": o.start_on_enter,
+                        "max_participants": min(MAX_PARTICIPANTS,
+                                                max(MIN_PARTICIPANTS, o.max_members)),
+                        **stamp}
+                    if o.time_limit:
+                        body["duration_minutes"] = math.ceil(o.time_limit / 60)
+                    answer = _data(await ctl.post(ApiRequest("POST", f"{V2}/conferences",
+                                                             json=body)))
+                    created = str(answer.get("id") or "") or None
+                    if o.mute and created:
+                        await ctl.post(ApiRequest(
+                            "POST", f"{V2}/conferences/{quote(created, safe='')}"
+                                    "/actions/mute", json={"call_control_ids": [ctl.leg]}))
+                await watch.get()
+        finally:
+            if created and o.end_on_exit:
+                # Creating a room takes no end_conference_on_exit: its creator ends it
+                # on leaving, with the documented "end" (docs: end-a-conference).
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5), \
+                        suppress(CallflowError):
                     await ctl.post(ApiRequest(
-                        "POST", f"{V2}/conferences/{quote(str(created['id']), safe='')}"
-                                "/actions/mute", json={"call_control_ids": [ctl.leg]}))
-            await watch.get()
+                        "POST", f"{V2}/conferences/{quote(created, safe='')}/actions/end",
+                        json={"command_id": _command_id()}))
         return await ctl.feed(ctl.event("resumed", step=room.step, name="ConferenceLeft"))
+
+
+def _speaking(text: str) -> float:
+    """The longest text-to-speech could take to say ``text`` (a slow 5 characters a second)."""
+    return len(text) / 5
+
+
+def _command_id() -> str:
+    """A ``command_id`` no other command shares: Telnyx drops any command that repeats
+    one within 60 seconds (docs: receiving-webhooks), whichever call it is for, and Dial
+    "will ignore other Dial commands with the same command_id" (docs: dial)."""
+    return f"callflow-{uuid.uuid4().hex}"
 
 
 def _data(answer: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ extension, as raw ASGI."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -88,6 +89,21 @@ def _true(value: Any, name: str) -> bool:
     raise WireError(name)
 
 
+def _expired(sim: Simulator, scope: Scope) -> bool:
+    """Whether a presigned recording URL (``X-Amz-Date`` + ``X-Amz-Expires`` seconds, as
+    Telnyx hands them out) is past its life, in simulated time."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    signed, life = query.get("X-Amz-Date", [""])[0], query.get("X-Amz-Expires", [""])[0]
+    if not signed or not life:
+        return False
+    try:
+        at = datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+        seconds = float(life)
+    except ValueError:
+        return True
+    return sim.epoch + sim.clock.now() > at + seconds
+
+
 async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
     method: str = scope["method"]
     path: str = scope["path"]
@@ -98,6 +114,10 @@ async def _dispatch(sim: Simulator, scope: Scope, receive: Receive) -> Response:
         data = sim.recordings.get(match[1])
         if data is None:
             raise _unknown("recording", match[1])
+        if _expired(sim, scope):
+            return 403, [(b"content-type", b"application/xml")], (
+                b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message>"
+                b"</Error>")
         return 200, [(b"content-type", b"audio/wav")], data if method == "GET" else b""
     if not (path == PREFIX or path.startswith(PREFIX + "/")):
         raise _unknown("resource", path)

@@ -477,8 +477,11 @@ class SimCall:
         try:
             while not self._record_stop:
                 now = self.clock.now()
-                last_sound = max([start, *(end for s, end in self.main.talks if end > start)])
-                deadline = min(start + command.maximum_length, last_sound + command.timeout)
+                sounds = [end for s, end in self.main.talks if end > start]
+                last_sound = max([start, *sounds])
+                deadline = start + command.maximum_length
+                if sounds or not command.timeout_after_speech:
+                    deadline = min(deadline, last_sound + command.timeout)
                 if now >= deadline:
                     break
                 await self.changed.wait(deadline - now)

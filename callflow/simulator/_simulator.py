@@ -394,7 +394,7 @@ class Simulator:
         if url in self._audio_cache:
             return self._audio_cache[url]
         seconds = UNKNOWN_AUDIO_SECONDS
-        name = url.rsplit("/", 1)[-1]
+        name = url.split("?", 1)[0].rsplit("/", 1)[-1]  # (a presigned URL's query aside)
         if "/recordings/" in url and name.removesuffix(".wav") in self.recordings:
             seconds = wav_duration(self.recordings[name.removesuffix(".wav")]) or seconds
         elif url.lower().endswith(".wav") and url.startswith(("http://", "https://")):

@@ -105,7 +105,17 @@ NO_LIMIT = 14400.0
 """Seconds used for Telnyx's "0 = no limit" (its longest call, four hours)."""
 ALL_KEYS = "0123456789*#"
 COMMAND_ID_WINDOW = 60.0
-"""Telnyx ignores a repeated ``command_id`` for 60 seconds."""
+"""Telnyx ignores a repeated ``command_id`` for 60 seconds: "Commands with duplicate
+command_ids within 60 seconds will be ignored" (developers.telnyx.com, Programmable Voice,
+receiving-webhooks), the account's commands, whatever call they are for (and Dial "will
+ignore other Dial commands with the same command_id", api-reference: dial)."""
+RECORDING_URL_LIFE = 600.0
+"""Seconds a ``call.recording.saved`` URL works: they are presigned S3 URLs with
+``X-Amz-Expires=600`` (developers.telnyx.com, storing-call-recordings; "Recording URLs are
+valid for 10 minutes", texml-verbs/record)."""
+MIN_PARTICIPANTS, MAX_PARTICIPANTS, DEFAULT_PARTICIPANTS = 2, 800, 250
+"""``max_participants`` of ``POST /v2/conferences``: "Must be between 2 and 800. Defaults
+to 250" (api-reference: create-conference)."""
 BRIDGE_ROOM = "telnyx-bridge:"
 """The private conferences that carry bridges (kept out of transcripts)."""
 SENT_MEMORY = 10_000
@@ -366,6 +376,15 @@ class _Conference:
     status: Literal["init", "in_progress", "completed"] = "in_progress"
     end_reason: str | None = None
     hang_up_rest: bool = False
+    max_participants: int = DEFAULT_PARTICIPANTS
+
+    @property
+    def owner_state(self) -> str:
+        """The ``client_state`` every webhook about the conference carries: its creator's
+        ("will be used for all webhooks related to the created conference"; a joiner's
+        "will not affect conferencing webhooks unless the participant is the owner",
+        api-reference: create-conference, join-conference). "" for none."""
+        return self.creator.client_state or ""
 
     def to_json(self, front: TelnyxFrontEnd) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -449,7 +468,6 @@ class _Leg:
     idle_token: int = 0
     hangup: tuple[str, str] | None = None
     """(hangup_cause, hangup_source) when the front end knows why the leg ends."""
-    commands: dict[str, float] = field(default_factory=dict)
     recording: _Action | None = None
     transfer_of: _Leg | None = None
     """The call a ``transfer`` leg is for."""
@@ -492,11 +510,22 @@ class _RingLimit(Phone):
         super().__init__(inner.outcome, min(inner.after, limit), inner.script)
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_limit", limit)
+        object.__setattr__(self, "timed_out", False)
 
     async def ring(self, clock: Clock, line: Line, timeout: float) -> Outcome:
         inner: Phone = object.__getattribute__(self, "_inner")
         limit: float = object.__getattribute__(self, "_limit")
+        # Whose clock stops the ringing: the dial's timeout_secs (hangup_cause "timeout")
+        # or the network's own (the far end gives up: "no_answer").
+        object.__setattr__(self, "timed_out", limit <= timeout)
         return await inner.ring(clock, line, min(timeout, limit))
+
+    @staticmethod
+    def cause(call: SimCall) -> str:
+        """The ``hangup_cause`` of a dialled call nobody answered."""
+        phone = call._phone
+        return "timeout" if not isinstance(phone, _RingLimit) or bool(
+            object.__getattribute__(phone, "timed_out")) else "no_answer"
 
 
 # -- the front end ------------------------------------------------------------------------------
@@ -566,7 +595,10 @@ class TelnyxFrontEnd:
         self._by_call: dict[str, _Leg] = {}
         self._groups = itertools.count(1)
         self._tokens = itertools.count(1)
-        self._dials: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._dials: dict[str, dict[str, Any]] = {}
+        self._command_ids: dict[str, float] = {}
+        """Every ``command_id`` of the last ``COMMAND_ID_WINDOW`` simulated seconds, when
+        it came (oldest first)."""
         self._ended: deque[_Leg] = deque()
         self._creating: dict[str, Any] | None = None
         sim.observers.append(self._observe)
@@ -689,6 +721,8 @@ class TelnyxFrontEnd:
             commands = [Redirect(f"{MARKER}answered/0")]
         elif name in _FAILED_LEGS:
             cause, sip = _FAILED_LEGS[name]
+            if name == "NoAnswer":
+                cause = _RingLimit.cause(call)
             self._leg_ended(leg, cause, "callee", sip)
         elif name == "HangUp":
             self._hung_up(leg, str(payload.get("direction", "")))
@@ -846,16 +880,32 @@ class TelnyxFrontEnd:
         if leg.ended:
             raise _ended()
         command_id = _str(body, "command_id")
-        now = self.sim.clock.now()
-        if command_id and now - leg.commands.get(command_id, -math.inf) < COMMAND_ID_WINDOW:
+        if self._repeated(command_id):
             return  # a repeat: Telnyx ignores it
         state = _client_state(body)
         await handler(leg, body, state)
         if state:
             leg.client_state = state  # "add state to every subsequent webhook"
-        if command_id:
-            leg.commands[command_id] = now
+        self._remember(command_id)
         self._heard(leg.group, leg, self.legs.get(str(body.get("call_control_id"))))
+
+    def _repeated(self, command_id: str | None) -> bool:
+        """Whether a command with this ``command_id`` came in the last 60 seconds (for any
+        call: see ``COMMAND_ID_WINDOW``)."""
+        if not command_id:
+            return False
+        now = self.sim.clock.now()
+        while self._command_ids:
+            oldest, at = next(iter(self._command_ids.items()))
+            if now - at < COMMAND_ID_WINDOW:
+                break
+            del self._command_ids[oldest]
+            self._dials.pop(oldest, None)
+        return command_id in self._command_ids
+
+    def _remember(self, command_id: str | None) -> None:
+        if command_id:
+            self._command_ids[command_id] = self.sim.clock.now()
 
     def _require_answered(self, leg: _Leg) -> None:
         if not leg.answered:
@@ -1006,11 +1056,17 @@ class TelnyxFrontEnd:
         if channels not in ("single", "dual"):
             raise _invalid("channels", "'channels' must be single or dual.")
         max_length = _int(body, "max_length", 0, minimum=0, maximum=14400)
+        # "The number of seconds that Telnyx will wait for the recording to be stopped if
+        # silence is detected. The timer only starts when the speech is detected. Please
+        # note that call transcription is used to detect silence and the related charge
+        # will be applied ... The default value is 0 (infinite)" (api-reference:
+        # start-recording): a caller who never speaks is recorded up to max_length.
         silence = _int(body, "timeout_secs", 0, minimum=0, maximum=14400)
         action = self._action("record", state, body)
         action.commands = [Record(timeout=silence or NO_LIMIT,
                                   play_beep=_bool(body, "play_beep", False),
-                                  maximum_length=max_length or NO_LIMIT), action.marker]
+                                  maximum_length=max_length or NO_LIMIT,
+                                  timeout_after_speech=True), action.marker]
         self._interrupt(leg)
         self._start(leg, action)
 
@@ -1081,9 +1137,9 @@ class TelnyxFrontEnd:
             if parent.ended:
                 raise _ended()
         command_id = _str(body, "command_id")
-        key = (link or "", command_id or "", to)
-        if command_id and key in self._dials:
-            return dict(self._dials[key])  # a retried dial: the same call
+        if self._repeated(command_id):
+            # Ignored: no new call.  The answer is the first dial's (what a retry needs).
+            return dict(self._dials.get(command_id or "", {"record_type": "call"}))
         leg = self._place(caller, to, parent=parent, timeout=timeout, webhook_url=webhook_url,
                           client_state=state, transfer_of=None)
         data: dict[str, Any] = {
@@ -1094,9 +1150,8 @@ class TelnyxFrontEnd:
         if state:
             data["client_state"] = state
         if command_id:
-            self._dials[key] = data
-            while len(self._dials) > ENDED_MEMORY:
-                del self._dials[next(iter(self._dials))]
+            self._remember(command_id)
+            self._dials[command_id] = data
         self._heard(leg.group, parent)
         return data
 
@@ -1158,20 +1213,33 @@ class TelnyxFrontEnd:
         self._require_answered(leg)
         beep = self._beep(body)
         minutes = _int(body, "duration_minutes", 0, minimum=0, maximum=240)
+        limit = _int(body, "max_participants", DEFAULT_PARTICIPANTS, minimum=MIN_PARTICIPANTS,
+                     maximum=MAX_PARTICIPANTS)
+        start = _bool(body, "start_conference_on_create", True)
         state = _client_state(body)
+        command_id = _str(body, "command_id")
+        if self._repeated(command_id):
+            found = next((c for c in self.conferences.values() if c.creator is leg), None)
+            if found is not None:
+                return found.to_json(self)  # ignored: the room it made the first time
         now = self.sim.clock.now()
         room = name
         if any(c.room == room for c in self.conferences.values() if c.status != "completed"):
             room = f"{name}#{len(self.conferences) + 1}"
         conference = _Conference(
             id=str(uuid.uuid4()), name=name, room=room, created_at=now,
-            expires_at=now + minutes * 60 if minutes else None, beep=beep, creator=leg)
+            expires_at=now + minutes * 60 if minutes else None, beep=beep, creator=leg,
+            max_participants=limit,
+            # "If the conference isn't started all participants that join are
+            # automatically put on hold" (api-reference: create-conference); the
+            # conference object's status says so: init, in_progress, completed.
+            status="in_progress" if start else "init")
         self.conferences[conference.id] = conference
-        self._join(leg, conference, state=state,
-                   start=_bool(body, "start_conference_on_create", True), mute=False,
-                   end_on_exit=False, beep=beep, created=True)
         if state:
-            leg.client_state = state
+            leg.client_state = state  # the creator's: every conference webhook's
+        self._join(leg, conference, state=state, start=start, mute=False,
+                   end_on_exit=False, beep=beep, created=True)
+        self._remember(command_id)
         self._heard(leg.group, leg)
         return conference.to_json(self)
 
@@ -1182,6 +1250,20 @@ class TelnyxFrontEnd:
             if not isinstance(ids, list):
                 raise _invalid("call_control_ids", "'call_control_ids' must be a list.")
             return  # the simulator does not model who hears whom
+        if name == "end":
+            # "End a conference and terminate all active participants" (api-reference:
+            # end-a-conference).
+            if self._repeated(_str(body, "command_id")):
+                return
+            self._remember(_str(body, "command_id"))
+            if conference.status == "completed":
+                return
+            conference.hang_up_rest = True
+            conference.end_reason = "ended_via_api"
+            for member in list(conference.members):
+                if not member.ended:
+                    self._hang_up(member, "normal_clearing")
+            return
         if name not in ("join", "leave"):
             raise _not_found(f"The conference action {name}")
         leg = self._leg(_str(body, "call_control_id", required=True) or "")
@@ -1195,7 +1277,17 @@ class TelnyxFrontEnd:
         if conference.status == "completed":
             raise _Problem(422, "10015", "Bad Request", "The conference has ended.")
         self._require_answered(leg)
+        command_id = _str(body, "command_id")
+        if self._repeated(command_id):
+            return
+        if len(conference.members) >= conference.max_participants:
+            # "The maximum number of active conference participants to allow"
+            # (api-reference: create-conference); how a refusal reads is the simulator's.
+            raise _Problem(422, "10015", "Bad Request",
+                           f"The conference has its maximum of "
+                           f"{conference.max_participants} participants.")
         state = _client_state(body)
+        self._remember(command_id)
         self._join(leg, conference, state=state,
                    start=_bool(body, "start_conference_on_enter", False),
                    mute=_bool(body, "mute", False),
@@ -1223,6 +1315,8 @@ class TelnyxFrontEnd:
             beeps_on_enter=1 if beep in ("always", "on_enter") else 0,
             beeps_on_exit=1 if beep in ("always", "on_exit") else 0,
             start_on_enter=start, mute=mute, end_on_exit=end_on_exit, time_limit=limit)
+        if start and conference.status == "init":
+            conference.status = "in_progress"
         action = self._action("conference", state, {"end_conference_on_exit": end_on_exit})
         action.conference = conference
         action.commands = [Dial(conference=conference.room, conference_properties=props),
@@ -1231,7 +1325,7 @@ class TelnyxFrontEnd:
         conference.members.append(leg)
         if created:
             self._emit(leg, "conference.created", self._conference_payload(conference),
-                       state=state)
+                       state=conference.owner_state, exact=True)
         self._start(leg, action)
 
     def _conference_payload(self, conference: _Conference) -> dict[str, Any]:
@@ -1267,7 +1361,8 @@ class TelnyxFrontEnd:
             leg.recording = action
         elif action.kind == "conference" and action.conference is not None:
             self._emit(leg, "conference.participant.joined",
-                       self._conference_payload(action.conference), state=action.state)
+                       self._conference_payload(action.conference),
+                       state=action.conference.owner_state, exact=True)
         self._update(leg.group)
 
     def _run(self, leg: _Leg, commands: list[Command]) -> None:
@@ -1338,7 +1433,7 @@ class TelnyxFrontEnd:
             return
         conference.members.remove(leg)
         self._emit(leg, "conference.participant.left", self._conference_payload(conference),
-                   state=action.state)
+                   state=conference.owner_state, exact=True)
         if action.body.get("end_conference_on_exit"):
             conference.hang_up_rest = True
             conference.end_reason = "host_left"
@@ -1352,7 +1447,8 @@ class TelnyxFrontEnd:
             owner = conference.creator if not conference.creator.ended else leg
             self._emit(owner, "conference.ended",
                        {**self._conference_payload(conference),
-                        "reason": conference.end_reason}, state=action.state)
+                        "reason": conference.end_reason}, state=conference.owner_state,
+                       exact=True)
 
     def _bridge(self, a: _Leg, b: _Leg, *, state: str | None, park: bool) -> _Action:
         """Bridge ``a`` (the leg that asked) with ``b``: ``b`` enters a private room first,
@@ -1605,9 +1701,13 @@ class TelnyxFrontEnd:
 
     def _recording_saved(self, leg: _Leg, entry: TranscriptEntry) -> None:
         action = leg.recording
-        url = str(entry.data.get("recordingUrl", ""))
         duration = float(entry.data.get("duration", 0.0))
         end = self.sim.clock.now()
+        # Presigned, for RECORDING_URL_LIFE seconds from now (the simulator's recordings
+        # route refuses it afterwards, as S3 does).
+        signed = datetime.fromtimestamp(self.sim.epoch + end, UTC).strftime("%Y%m%dT%H%M%SZ")
+        url = (f"{entry.data.get('recordingUrl', '')}?X-Amz-Date={signed}"
+               f"&X-Amz-Expires={RECORDING_URL_LIFE:.0f}")
         start = end - duration
         fmt = str(action.body.get("format", "wav")) if action else "wav"
         # The simulator records WAV only: an mp3 request gets the WAV under both names.
@@ -1629,15 +1729,15 @@ class TelnyxFrontEnd:
             leg.call.callback_url)
 
     def _emit(self, leg: _Leg, event_type: str, extra: Mapping[str, Any], *,
-              state: str | None = None) -> None:
+              state: str | None = None, exact: bool = False) -> None:
         """Queue one webhook about ``leg`` (with the action's ``client_state``, else the
-        call's latest)."""
+        call's latest; ``exact``: that ``state`` and no other, "" for none)."""
         payload: dict[str, Any] = {
             "call_control_id": leg.ccid, "call_leg_id": leg.call.main.leg_id,
             "call_session_id": leg.group.session_id, "connection_id": self.connection_id,
             "from": leg.number_from, "to": leg.number_to, "direction": leg.direction,
         }
-        client_state = state or leg.client_state
+        client_state = state if exact else state or leg.client_state
         if client_state:
             payload["client_state"] = client_state
         payload.update(extra)

@@ -163,6 +163,9 @@ class Record:
     maximum_length: float = 60.0
     prompt: Prompt | None = None
     export_url: str | None = None
+    timeout_after_speech: bool = False
+    """The silence ``timeout`` only counts once the caller has spoken (Telnyx); else it
+    counts from the start too, ending a recording nobody speaks into (BlueVia)."""
 
 
 @dataclass(frozen=True)
