@@ -425,6 +425,8 @@ def _serve_one(app: App, listener: Listener, args: argparse.Namespace, index: in
         if index:
             _say(f"worker {index} ready (pid {os.getpid()})")
             await anyio.sleep_forever()
+        if args.workers > 1:
+            _say(f"worker 0 ready (pid {os.getpid()})")
         workers = f" with {args.workers} workers" if args.workers > 1 else ""
         _banner(app, f"serving {args.file} on {url}{workers}", url)
         if args.configure:
