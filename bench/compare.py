@@ -38,11 +38,13 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -50,7 +52,20 @@ from _common import ROOT, Exchange, cpu_of, own_cpu, record_call
 
 from callflow.simulator._load import percentile
 
-APPS = ("floor", "peer", "callflow")
+APPS = ("floor", "peer", "callflow", "callflow-sqlite", "callflow-sqlite-replay",
+        "callflow-postgresql")
+DEFAULT_APPS = ("floor", "peer", "callflow", "callflow-sqlite")
+STORES = {
+    "callflow": "memory",
+    "callflow-sqlite": "sqlite",
+    "callflow-sqlite-replay": "sqlite",  # with --cache-size 0: a replay on every notification
+    "callflow-postgresql": "postgresql",
+}
+"""Each callflow row's store (``callflow serve --store``), in a place of this run's own."""
+DURABLE_TARGET = 0.8
+"""callflow with its default store (SQLite) must keep this share of memory mode's rate."""
+POSTGRESQL = os.environ.get("CALLFLOW_BENCH_POSTGRESQL",
+                            "postgresql://postgres@127.0.0.1:5432/test")
 SECRET = "bench-compare"
 READY_TIMEOUT = 30.0
 TARGETS = {"floor": 0.85, "peer": 1.0}
@@ -63,12 +78,32 @@ KEEP_IDLE = 1.0
 # -- the apps' processes -------------------------------------------------------------------
 
 
+def store_for(app: str) -> list[str]:
+    """``--store`` (and ``--cache-size``) for a callflow row: a fresh store per run."""
+    kind = STORES[app]
+    if kind == "memory":
+        return ["--store", "memory"]
+    if kind == "sqlite":
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='callflow-bench-')}/calls.db"
+    else:
+        import psycopg
+
+        schema = f"callflow_bench_{os.getpid()}_{int(time.time())}"
+        with psycopg.connect(POSTGRESQL, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        url = f"{POSTGRESQL}?options={quote(f'-csearch_path={schema}')}"
+    return ["--store", url, *(["--cache-size", "0"] if app.endswith("-replay") else [])]
+
+
 def command_for(app: str) -> list[str]:
     """The command line that serves `app` on a free port (one worker, warning logs)."""
     common = ["--port", "0", "--secret", SECRET, "--log-level", "warning"]
-    if app == "callflow":
+    if app.startswith("callflow"):
+        # --platform-url: a port nothing listens on; nothing here pushes, and nothing may
+        # reach an address the benchmark did not start.
         return [sys.executable, "-m", "callflow", "serve", str(ROOT / "examples" / "ivr.py"),
-                "--no-configure", "--platform-url", "http://127.0.0.1:9", *common]
+                "--no-configure", "--platform-url", "http://127.0.0.1:9", *common,
+                *store_for(app)]
     return [sys.executable, str(ROOT / "bench" / "apps" / "serve.py"), app, *common]
 
 
@@ -349,7 +384,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         for name, served in servers.items():
             call_id, exchanges = anyio.run(record, served)
             scripts[name] = Script(served, call_id, exchanges)
-            print(f"{name:<9} recorded: {len(exchanges)} notifications per call", flush=True)
+            print(f"{name:<22} recorded: {len(exchanges)} notifications per call", flush=True)
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.apps}
         for r in range(args.rounds):
             for name in args.apps:
@@ -357,7 +392,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                     servers[name], scripts[name], args.connections, args.seconds,
                     args.warmup, b"max%d" % r))
                 rounds[name].append(figures)
-                print(f"{name:<9} round {r + 1}: {_line(figures)}", flush=True)
+                print(f"{name:<22} round {r + 1}: {_line(figures)}", flush=True)
         result: dict[str, Any] = {}
         for name in args.apps:
             best = {key: statistics.median(f[key] for f in rounds[name])
@@ -365,7 +400,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             rate = best["notifications_per_second"] * args.load
             paced = asyncio.run(pace(servers[name], scripts[name], rate, args.seconds,
                                      args.warmup, b"paced"))
-            print(f"{name:<9} at {args.load:.0%}: {_line(paced)}", flush=True)
+            print(f"{name:<22} at {args.load:.0%}: {_line(paced)}", flush=True)
             result[name] = {"max": best, "rounds": rounds[name], "paced": paced}
         return result, len(scripts[args.apps[-1]].exchanges)
     finally:
@@ -394,6 +429,10 @@ def verdicts(result: dict[str, Any], load: float) -> list[tuple[str, bool, str]]
     p99 = result["callflow"]["paced"]["p99_ms"]
     out.append((f"callflow p99 < {P99_TARGET_MS:.0f} ms at {load:.0%} of its maximum",
                 p99 < P99_TARGET_MS, f"{p99:.2f} ms"))
+    if "callflow-sqlite" in result:
+        ratio = result["callflow-sqlite"]["max"]["notifications_per_second"] / ours
+        out.append((f"callflow-sqlite ≥ {DURABLE_TARGET:.2f} x callflow (memory) in "
+                    "notifications/s", ratio >= DURABLE_TARGET, f"{ratio:.2f} x"))
     return out
 
 
@@ -442,7 +481,9 @@ def chart(result: dict[str, Any], load: float, path: Path) -> bool:
     except ImportError:
         return False
     names = list(result)
-    colours = {"floor": "#9e9e9e", "peer": "#5c8fd6", "callflow": "#e07b39"}
+    colours = {"floor": "#9e9e9e", "peer": "#5c8fd6", "callflow": "#e07b39",
+               "callflow-sqlite": "#c0562a", "callflow-sqlite-replay": "#8f3b1b",
+               "callflow-postgresql": "#336699"}
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     rates = [result[n]["max"]["notifications_per_second"] for n in names]
     bars = left.bar(names, rates, color=[colours.get(n, "#777") for n in names])
@@ -469,7 +510,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--apps", nargs="+", choices=APPS, default=list(APPS))
+    parser.add_argument("--apps", nargs="+", choices=APPS, default=list(DEFAULT_APPS),
+                        help="the apps to compare (default: %(default)s); the callflow-* "
+                             "rows are callflow serve with a durable store: SQLite, SQLite "
+                             "replaying on every notification (--cache-size 0), PostgreSQL "
+                             "(CALLFLOW_BENCH_POSTGRESQL)")
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="measured seconds per round and for the paced run (default 8)")
     parser.add_argument("--warmup", type=float, default=1.0,

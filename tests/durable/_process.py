@@ -112,16 +112,21 @@ def free_port() -> int:
 class HAProxy:
     """haproxy (Debian's) balancing each request round robin over the workers."""
 
-    def __init__(self, directory: Path, port: int, ports: list[int]) -> None:
+    def __init__(self, directory: Path, port: int, ports: list[int], *,
+                 server_timeout: float = 9.0) -> None:
         self.port = port
-        servers = "\n".join(f"  server w{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
+        # Health checks take a stopped or dead worker out of the rotation within a
+        # fraction of a second, as a load balancer in front of callflow should.
+        servers = "\n".join(f"  server w{i} 127.0.0.1:{p} check inter 200ms fall 1 rise 1"
+                            for i, p in enumerate(ports))
         config = directory / "haproxy.cfg"
         config.write_text(f"""\
 defaults
   mode http
   timeout connect 1s
   timeout client 30s
-  timeout server 9s
+  timeout server {server_timeout}s
+  timeout check 300ms
   retries 3
   option redispatch
   option http-server-close
@@ -130,6 +135,7 @@ frontend calls
   default_backend workers
 backend workers
   balance roundrobin
+  option httpchk GET /callflow/health
 {servers}
 """)
         self.popen = subprocess.Popen(["haproxy", "-db", "-f", str(config)],

@@ -10,9 +10,10 @@ the store, the notification not answered yet).
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 import callflow
 from callflow import Call
@@ -50,15 +51,18 @@ def _ran() -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def note(what: str) -> str:
+def write(line: str) -> None:
     with Path(os.environ["SURVEY_STEPS"]).open("a") as steps:
-        steps.write(f"{what} {os.getpid()}\n")
+        steps.write(f"{line} {os.getpid()}\n")
+
+
+async def note(what: str) -> str:
+    write(what)
     if what == "after one":
         crash("inside-step")  # its side effect done, its outcome not recorded
     if what == "after one" and os.environ.get("SURVEY_SLOW"):
-        time.sleep(float(os.environ["SURVEY_SLOW"]))
-        with Path(os.environ["SURVEY_STEPS"]).open("a") as steps:
-            steps.write(f"slow step done {os.getpid()}\n")
+        await anyio.sleep(float(os.environ["SURVEY_SLOW"]))  # slow I/O, say
+        write("slow step done")
     return what
 
 

@@ -138,13 +138,14 @@ async def test_two_workers_behind_haproxy_take_a_calls_notifications_alternately
 
 
 async def behind_haproxy(store_url: str, sim: Simulator, sim_url: str, tmp_path: Path,
-                         env: dict[str, str], count: int = 2) -> tuple[list[Worker], HAProxy]:
+                         env: dict[str, str], count: int = 2, server_timeout: float = 9.0,
+                         ) -> tuple[list[Worker], HAProxy]:
     front = free_port()
     public = f"http://127.0.0.1:{front}"
     workers = [Worker(*serve_args(store_url, sim_url, sim.app_settings(), public_url=public),
                       env=env) for _ in range(count)]
     ports = [await w.started() for w in workers]
-    proxy = HAProxy(tmp_path, front, ports)
+    proxy = HAProxy(tmp_path, front, ports, server_timeout=server_timeout)
     await proxy.started()
     return workers, proxy
 
@@ -185,3 +186,52 @@ async def test_a_worker_killed_mid_notification_is_replaced_by_another(
     assert ran.count("after one") == (1 if point == "after-record" else 2)
     assert ran.count("after two") == 1 and ran.count("after three") == 1
     assert "the platform fell back" in "".join(w.output for w in workers)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_worker_paused_past_its_lease_cannot_write_and_drops_its_copy(
+    store_url: str, tmp_path: Path,
+) -> None:
+    """SIGSTOP a worker inside a step, past its lease: the other worker takes the call over
+    (through the platform's fallback request) and advances it; on SIGCONT the first one's
+    append carries an old fence, is refused, and it drops its stale copy of the call."""
+    log = tmp_path / "steps.txt"
+    env = {"SURVEY_STEPS": str(log), "SURVEY_SLOW": "1.5", "CALLFLOW_LEASE": "1"}
+    async with simulator("bluevia") as (sim, sim_url):
+        # haproxy gives up on the paused worker after 4 s (BlueVia would wait 10 s), and
+        # the platform's fallback request goes to the other one.
+        workers, proxy = await behind_haproxy(store_url, sim, sim_url, tmp_path, env,
+                                              server_timeout=4)
+        try:
+            call = await sim.place_inbound_call(CALLER, NUMBER)
+            caller = LiveCaller(call.main)
+            await answer(caller, "one", "1")
+            with anyio.fail_after(WAIT):
+                while not any(what == "after one" for what, _ in steps(log)):  # noqa: ASYNC110
+                    # The step's own file is the only signal that it has started.
+                    await anyio.sleep(0.01)
+            [paused_pid] = [pid for what, pid in steps(log) if what == "after one"]
+            paused = next(w for w in workers if w.popen.pid == paused_pid)
+            other = next(w for w in workers if w is not paused)
+            paused.signal(signal.SIGSTOP)
+            try:
+                await other.wait_for("the platform fell back after DigitsCollected failed")
+            finally:
+                paused.signal(signal.SIGCONT)
+            await paused.wait_for("another worker took the call over; dropping this "
+                                  "worker's copy")
+            try:
+                for question, key in (("two", "2"), ("three", "3")):
+                    await answer(caller, question, key)
+                assert await caller.wait_ended(timeout=WAIT)
+            except AssertionError:
+                print(call.transcript.render(), *(w.output for w in workers), sep="\n")
+                raise
+        finally:
+            proxy.stop()
+            for worker in workers:
+                await worker.stop()
+    assert caller.heard[-1] == "You answered 1 2 3. Goodbye.", caller.heard
+    ran = steps(log)
+    assert [pid for what, pid in ran if what == "after one"] == [paused_pid, other.popen.pid]
+    assert [what for what, _ in ran].count("slow step done") == 2  # both ran it to the end
