@@ -21,7 +21,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from ._asgi import BodyTooLarge, Headers, read_body, send_json, send_reply
+from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
 from ._events import LEG_FAILURES, Event
@@ -611,7 +611,12 @@ class App:
                 "support (callflow serve) or enter it with 'async with app:'"))
             return
         try:
-            body = await read_body(receive, s.max_body)
+            body = await read_body(receive, s.max_body, s.body_timeout, drain_of(scope))
+        except BodyTimeout:
+            logger.warning("refused a notification whose body came too slowly")
+            await send_json(send, 408, _error("timeout", "the request body came too slowly"),
+                            [(b"connection", b"close")])
+            return
         except BodyTooLarge:
             logger.warning("refused a notification over %d bytes", s.max_body)
             await send_json(send, 413, _error("too_large",

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import anyio
+
 from ._types import Receive, Send
 
-__all__ = ("BodyTooLarge", "Headers", "read_body", "send_json", "send_reply")
+__all__ = (
+    "DRAIN",
+    "BodyTimeout",
+    "BodyTooLarge",
+    "Drain",
+    "Headers",
+    "drain_of",
+    "read_body",
+    "send_json",
+    "send_reply",
+)
 
 
 class Headers(Mapping[str, str]):
@@ -47,8 +60,66 @@ class BodyTooLarge(Exception):
     """The request body is over the limit."""
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing to buffer more than ``limit`` bytes."""
+class BodyTimeout(Exception):
+    """The request body did not arrive in full in time (or the server is shutting down)."""
+
+
+DRAIN = "callflow.drain"
+"""The ASGI scope extension under which ``callflow.serving`` hands the app its ``Drain``."""
+
+
+class Drain:
+    """The body reads in flight on a server, cut short when it starts to shut down.
+
+    A server waits (its graceful timeout) for requests in flight; one whose body trickles
+    in would hold it that long, and then be cancelled mid-read, which hypercorn logs as a
+    traceback per connection.  Cut short at once, each is answered and its connection
+    closes, and the server stops as soon as the others are done.
+    """
+
+    __slots__ = ("_reads", "draining")
+
+    def __init__(self) -> None:
+        self._reads: set[anyio.CancelScope] = set()
+        self.draining = False
+
+    def start(self) -> None:
+        """Shutting down: end every body read in flight, and refuse to wait for new ones."""
+        self.draining = True
+        for scope in self._reads:
+            scope.cancel()
+
+
+def drain_of(scope: Mapping[str, Any]) -> Drain | None:
+    """The ``Drain`` a server handed the app in this request's scope, if any."""
+    extensions = scope.get("extensions")
+    drain = extensions.get(DRAIN) if extensions else None
+    return drain if isinstance(drain, Drain) else None
+
+
+async def read_body(receive: Receive, limit: int, timeout: float | None = None,
+                    drain: Drain | None = None) -> bytes:
+    """The whole request body, refusing to buffer more than ``limit`` bytes.
+
+    Raises ``BodyTimeout`` unless all of it has arrived within ``timeout`` seconds (None or
+    0: no limit; the server's own timeouts do not cover a body that trickles in), or when
+    ``drain`` starts before it has.
+    """
+    if drain is not None and drain.draining:
+        raise BodyTimeout
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout if timeout else math.inf
+                           ) as scope:
+        if drain is None:
+            return await _read_body(receive, limit)
+        drain._reads.add(scope)
+        try:
+            return await _read_body(receive, limit)
+        finally:
+            drain._reads.discard(scope)
+    raise BodyTimeout
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

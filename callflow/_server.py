@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import anyio
 from hypercorn.config import Config
 
+from ._asgi import DRAIN, Drain
 from ._exceptions import ConfigurationError
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
@@ -122,9 +123,14 @@ class _StartupWatch:
         self.finished = anyio.Event()
         self.completed = False
         self.failure: str | None = None
+        self.drain = Drain()
+        """Started when the server starts to shut down: see ``callflow._asgi.Drain``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
+            if scope["type"] == "http":
+                scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                                 DRAIN: self.drain}}
             await self.app(scope, receive, send)
             return
 
@@ -241,6 +247,7 @@ async def serving(
                     body_error = exc
                 finally:
                     stop.set()
+                    watch.drain.start()
             else:
                 stop.set()
     if body_error is not None:

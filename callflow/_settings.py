@@ -82,6 +82,9 @@ class Settings:
     outbound_timeout: float = 120.0
     path_prefix: str = "/callflow"
     extra: dict[str, Any] = field(default_factory=dict)
+    body_timeout: float = 10.0
+    """Seconds a request's body may take to arrive in full; a slower one gets a 408 and its
+    connection closed (a client sending a byte a second would hold a connection forever)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

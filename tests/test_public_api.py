@@ -49,6 +49,7 @@ NOT_EXPORTED = {
 # Exceptions that are not CallflowErrors, and why.
 NOT_CALLFLOW_ERRORS = {
     "callflow._asgi.BodyTooLarge": "caught inside the app and answered 413; never escapes",
+    "callflow._asgi.BodyTimeout": "caught inside the app and answered 408; never escapes",
 }
 
 
