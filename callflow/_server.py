@@ -29,6 +29,8 @@ from hypercorn.config import Config
 
 from ._asgi import DRAIN, Drain
 from ._exceptions import ConfigurationError
+from ._loopwatch import watching_the_loop
+from ._settings import Settings
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = (
@@ -211,8 +213,18 @@ async def serving(
     Leaving the block shuts down gracefully: no new connections, in-flight requests get
     ``graceful_timeout`` seconds, then the app's lifespan shutdown runs. If the app fails
     to start, raises ``ConfigurationError``; if the server dies while the block runs, the
-    block is cancelled and the error raised.
+    block is cancelled and the error raised. A callflow ``App`` is also watched for event
+    loop stalls (``Settings.loop_stall_warning``).
     """
+    settings = getattr(app, "settings", None)
+    threshold = settings.loop_stall_warning if isinstance(settings, Settings) else None
+    async with watching_the_loop(threshold), _serving(app, listener, graceful_timeout) as url:
+        yield url
+
+
+@asynccontextmanager
+async def _serving(app: ASGIApp, listener: Listener, graceful_timeout: float
+                   ) -> AsyncIterator[str]:
     watch = _StartupWatch(app)
     serve = _hypercorn_serve()
     stop = anyio.Event()

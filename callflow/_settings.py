@@ -85,6 +85,10 @@ class Settings:
     body_timeout: float = 10.0
     """Seconds a request's body may take to arrive in full; a slower one gets a 408 and its
     connection closed (a client sending a byte a second would hold a connection forever)."""
+    loop_stall_warning: float = 1.0
+    """Seconds the event loop may be blocked (a flow calling ``time.sleep``, a CPU-bound
+    loop) before a warning names the call and the flow's line; 0: no watch. Served with
+    ``callflow serve`` (``callflow._server.serving``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -33,6 +33,7 @@ INTERNAL_MODULES = {
     "_cmd_dev",   # callflow dev: the interactive terminal telephone
     "_cmd_simulator",  # callflow simulator: the simulator as a server
     "_loader",    # loads a flows file for the command line
+    "_loopwatch", # warns when a flow blocks the event loop
     "_logsafe",   # escapes control characters in what callflow logs
     "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
     "_server",    # runs an app under hypercorn for the command line
