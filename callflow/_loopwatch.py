@@ -62,9 +62,10 @@ class LoopWatch:
         """How many stalls have been reported."""
         self._beat = time.monotonic()
         self._loop_thread = threading.get_ident()
+        self._scope = anyio.CancelScope()
 
     async def run(self) -> None:
-        """The heartbeat: run it as a task; it starts the watching thread and stops it."""
+        """The heartbeat: run it as a task until ``stop``; it starts the watching thread."""
         self._loop_thread = threading.get_ident()
         self._beat = time.monotonic()
         stop = threading.Event()
@@ -72,11 +73,16 @@ class LoopWatch:
                                   name="callflow-loop-watch", daemon=True)
         thread.start()
         try:
-            while True:
-                self._beat = time.monotonic()
-                await anyio.sleep(self.interval)
+            with self._scope:
+                while True:
+                    self._beat = time.monotonic()
+                    await anyio.sleep(self.interval)
         finally:
             stop.set()  # the thread sees it within one interval; joining would block the loop
+
+    def stop(self) -> None:
+        """End ``run`` (from the loop's thread), and with it the watching thread."""
+        self._scope.cancel()
 
     def _watch(self, stop: threading.Event) -> None:
         reported: float | None = None  # the beat of the stall last reported
@@ -113,4 +119,4 @@ async def watching_the_loop(threshold: float | None) -> AsyncIterator[LoopWatch 
         try:
             yield watch
         finally:
-            tg.cancel_scope.cancel()
+            watch.stop()

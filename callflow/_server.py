@@ -29,7 +29,7 @@ from hypercorn.config import Config
 
 from ._asgi import DRAIN, Drain
 from ._exceptions import ConfigurationError
-from ._loopwatch import watching_the_loop
+from ._loopwatch import LoopWatch
 from ._settings import Settings
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
@@ -217,14 +217,8 @@ async def serving(
     loop stalls (``Settings.loop_stall_warning``).
     """
     settings = getattr(app, "settings", None)
-    threshold = settings.loop_stall_warning if isinstance(settings, Settings) else None
-    async with watching_the_loop(threshold), _serving(app, listener, graceful_timeout) as url:
-        yield url
-
-
-@asynccontextmanager
-async def _serving(app: ASGIApp, listener: Listener, graceful_timeout: float
-                   ) -> AsyncIterator[str]:
+    threshold = settings.loop_stall_warning if isinstance(settings, Settings) else 0.0
+    loop_watch = LoopWatch(threshold) if threshold else None
     watch = _StartupWatch(app)
     serve = _hypercorn_serve()
     stop = anyio.Event()
@@ -250,6 +244,8 @@ async def _serving(app: ASGIApp, listener: Listener, graceful_timeout: float
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_server, tg.cancel_scope)
+            if loop_watch is not None:
+                tg.start_soon(loop_watch.run)
             await watch.finished.wait()
             if watch.failure is None and not crash:
                 try:
@@ -260,8 +256,12 @@ async def _serving(app: ASGIApp, listener: Listener, graceful_timeout: float
                 finally:
                     stop.set()
                     watch.drain.start()
+                    if loop_watch is not None:
+                        loop_watch.stop()
             else:
                 stop.set()
+                if loop_watch is not None:
+                    loop_watch.stop()
     if body_error is not None:
         raise body_error
     if watch.failure is not None:
