@@ -7,6 +7,7 @@
         await call.say("Welcome to Acme.")
 """
 
+from . import _logsafe
 from ._app import App, FlowSpec, OutboundCallResult, flow
 from ._call import Call, Direction
 from ._commands import (
@@ -93,3 +94,6 @@ __all__ = (
     "__version__",
     "flow",
 )
+
+# Outside text (call ids, numbers) reaches callflow's logs: escape what could forge a line.
+_logsafe.install()

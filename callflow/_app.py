@@ -22,7 +22,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from ._asgi import BodyTooLarge, Headers, read_body, send_json, send_reply
+from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
 from ._durable import DurableCalls
@@ -636,18 +636,22 @@ class App:
         path: str = scope["path"]
         prefix = s.path_prefix
         if path == f"{prefix}/health":
-            await send_json(send, 200, {"status": "ok", "calls": len(self.sessions)})
+            # Liveness for anyone; the figures are behind the secret ({prefix}/{secret}/health).
+            await send_json(send, 200, {"status": "ok"})
             return
         parts = path[len(prefix) + 1:].split("/") if path.startswith(prefix + "/") else []
         if len(parts) == 1 and parts[0] in ("events", "fallback"):
             parts = ["", parts[0]]  # no secret at all: refused below, like a wrong one
-        if len(parts) != 2 or parts[1] not in ("events", "fallback"):
+        if len(parts) != 2 or parts[1] not in ("events", "fallback", "health"):
             await send_json(send, 404, _error("not_found", f"no such endpoint: {path}"))
             return
         if not hmac.compare_digest(parts[0].encode(), s.secret.encode()):
             logger.warning("refused a notification with a wrong secret from %s",
                            _client(scope))
             await send_json(send, 403, _error("forbidden", "wrong or missing webhook secret"))
+            return
+        if parts[1] == "health":
+            await send_json(send, 200, {"status": "ok", "calls": len(self.sessions)})
             return
         if scope["method"] != "POST":
             await send_json(send, 405, _error("method_not_allowed", "use POST"),
@@ -659,7 +663,12 @@ class App:
                 "support (callflow serve) or enter it with 'async with app:'"))
             return
         try:
-            body = await read_body(receive, s.max_body)
+            body = await read_body(receive, s.max_body, s.body_timeout, drain_of(scope))
+        except BodyTimeout:
+            logger.warning("refused a notification whose body came too slowly")
+            await send_json(send, 408, _error("timeout", "the request body came too slowly"),
+                            [(b"connection", b"close")])
+            return
         except BodyTooLarge:
             logger.warning("refused a notification over %d bytes", s.max_body)
             await send_json(send, 413, _error("too_large",

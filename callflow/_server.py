@@ -27,7 +27,10 @@ from typing import Any, TypeVar
 import anyio
 from hypercorn.config import Config
 
+from ._asgi import DRAIN, Drain
 from ._exceptions import ConfigurationError
+from ._loopwatch import LoopWatch
+from ._settings import Settings
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = (
@@ -122,9 +125,14 @@ class _StartupWatch:
         self.finished = anyio.Event()
         self.completed = False
         self.failure: str | None = None
+        self.drain = Drain()
+        """Started when the server starts to shut down: see ``callflow._asgi.Drain``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
+            if scope["type"] == "http":
+                scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                                 DRAIN: self.drain}}
             await self.app(scope, receive, send)
             return
 
@@ -205,8 +213,12 @@ async def serving(
     Leaving the block shuts down gracefully: no new connections, in-flight requests get
     ``graceful_timeout`` seconds, then the app's lifespan shutdown runs. If the app fails
     to start, raises ``ConfigurationError``; if the server dies while the block runs, the
-    block is cancelled and the error raised.
+    block is cancelled and the error raised. A callflow ``App`` is also watched for event
+    loop stalls (``Settings.loop_stall_warning``).
     """
+    settings = getattr(app, "settings", None)
+    threshold = settings.loop_stall_warning if isinstance(settings, Settings) else 0.0
+    loop_watch = LoopWatch(threshold) if threshold else None
     watch = _StartupWatch(app)
     serve = _hypercorn_serve()
     stop = anyio.Event()
@@ -232,6 +244,8 @@ async def serving(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_server, tg.cancel_scope)
+            if loop_watch is not None:
+                tg.start_soon(loop_watch.run)
             await watch.finished.wait()
             if watch.failure is None and not crash:
                 try:
@@ -241,8 +255,13 @@ async def serving(
                     body_error = exc
                 finally:
                     stop.set()
+                    watch.drain.start()
+                    if loop_watch is not None:
+                        loop_watch.stop()
             else:
                 stop.set()
+                if loop_watch is not None:
+                    loop_watch.stop()
     if body_error is not None:
         raise body_error
     if watch.failure is not None:

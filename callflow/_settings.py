@@ -99,13 +99,20 @@ class Settings:
     """Seconds after which a call with no news is ended (its hang-up was lost; 0: never)."""
     history_retention: float = 7 * 86400.0
     """Seconds an ended call's history is kept for ``callflow history`` (0: forever)."""
-    extra: dict[str, Any] = field(default_factory=dict)
     command_timeout: float = 120.0
     """Telnyx: seconds a command's completion webhook (``call.answered``,
     ``call.speak.ended``...) may be overdue, past the longest the command could take,
     before the call is ended with a logged error and a REST hang-up, rather than waiting
     for ever on a lost webhook (0: no limit). A prompt whose length callflow cannot know
     (a ``play``) gets this long per repeat."""
+    body_timeout: float = 10.0
+    """Seconds a request's body may take to arrive in full; a slower one gets a 408 and its
+    connection closed (a client sending a byte a second would hold a connection forever)."""
+    loop_stall_warning: float = 1.0
+    """Seconds the event loop may be blocked (a flow calling ``time.sleep``, a CPU-bound
+    loop) before a warning names the call and the flow's line; 0: no watch. Served with
+    ``callflow serve`` (``callflow._server.serving``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -460,7 +460,7 @@ async def test_caller_hangup_runs_the_flows_finally_and_forgets_the_call() -> No
         assert await post(client, "HangUp", direction="fromParticipant") == NOTHING
         await wait_ended(app)
         assert trail == [("ended", "caller"), "finally"]
-        assert (await client.get(f"{PUBLIC}/callflow/health")).json() == {
+        assert (await client.get(f"{PUBLIC}/callflow/{SECRET}/health")).json() == {
             "status": "ok", "calls": 0}
 
         # Late notifications for the ended call are answered harmlessly.
@@ -603,15 +603,33 @@ async def test_unknown_paths_are_404() -> None:
 
 
 @pytest.mark.anyio
-async def test_health_counts_live_calls() -> None:
+async def test_health_counts_live_calls_behind_the_secret() -> None:
     app, _ = reception_app()
     async with serve(app) as client:
-        response = await client.get("/callflow/health")
+        response = await client.get(f"/callflow/{SECRET}/health")
         assert response.status_code == 200
         assert response.json() == {"status": "ok", "calls": 0}
         await post(client, "CalledNumber")
         await post(client, "CalledNumber", call_id="call-2", leg="leg-9")
-        assert (await client.get("/callflow/health")).json() == {"status": "ok", "calls": 2}
+        assert (await client.get(f"/callflow/{SECRET}/health")).json() == {
+            "status": "ok", "calls": 2}
+
+
+@pytest.mark.anyio
+async def test_public_health_tells_only_that_the_app_is_alive() -> None:
+    """Liveness is public; how many calls are live is for those who hold the secret."""
+    app, _ = reception_app()
+    async with serve(app) as client:
+        await post(client, "CalledNumber")
+        for method in ("GET", "POST", "HEAD"):
+            response = await client.request(method, "/callflow/health")
+            assert response.status_code == 200
+            if method != "HEAD":
+                assert response.json() == {"status": "ok"}
+        for secret in ("", "wrong", SECRET[:-1]):
+            response = await client.get(f"/callflow/{secret}/health")
+            assert response.status_code in (403, 404), secret
+            assert "calls" not in response.text
 
 
 @pytest.mark.anyio

@@ -262,7 +262,7 @@ async def test_serving_yields_a_url_that_answers_at_once() -> None:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
         assert url.rsplit(":", 1)[1] != "0"
         async with httpx.AsyncClient() as client:
-            health = await client.get(f"{url}/callflow/health")
+            health = await client.get(f"{url}/callflow/s3/health")
             assert health.json() == {"status": "ok", "calls": 0}
             response = await client.post(app.callback_url, json=CALLED_NUMBER)
         assert response.status_code == 200

@@ -36,6 +36,8 @@ INTERNAL_MODULES = {
     "_durable",   # durable calls: leases, replay, the cache, the sweep
     "_journal",   # a call's history entries, and replaying a flow against them
     "_loader",    # loads a flows file for the command line
+    "_loopwatch", # warns when a flow blocks the event loop
+    "_logsafe",   # escapes control characters in what callflow logs
     "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
     "_server",    # runs an app under hypercorn for the command line
     "_session",   # the session runtime
@@ -54,6 +56,7 @@ NOT_CALLFLOW_ERRORS = {
     "callflow._asgi.BodyTooLarge": "caught inside the app and answered 413; never escapes",
     "callflow._session.Evicted": "a BaseException on purpose: a flow's 'except Exception' "
                                  "must not take a cache eviction for a failure",
+    "callflow._asgi.BodyTimeout": "caught inside the app and answered 408; never escapes",
 }
 
 

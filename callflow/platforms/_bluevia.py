@@ -40,6 +40,7 @@ from .._commands import (
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
+from ._limits import checked, parse_step
 
 __all__ = ("EVENT_KINDS", "BlueVia", "Notification")
 
@@ -162,7 +163,7 @@ class BlueVia:
         """Nothing to verify: the app has checked the secret in the URL."""
 
     def parse(self, webhook: Webhook) -> list[Event]:
-        return [self.parse_notification(webhook.body, webhook.query)]
+        return checked([self.parse_notification(webhook.body, webhook.query)])
 
     def reply(
         self, commands: Sequence[Command] | None, *, url_for: UrlFor, first: bool
@@ -245,12 +246,7 @@ class BlueVia:
             raise _bad("missing_field", "the notification has no 'callId' field")
         if not call_id:
             raise _bad("missing_field", "the notification's 'callId' is empty")
-        step_text = query.get("step")
-        step: int | None = None
-        if step_text is not None:
-            if not (step_text.isascii() and step_text.isdigit()):
-                raise _bad("invalid_field", "the 'step' query parameter must be a number")
-            step = int(step_text)
+        step = parse_step(query)
         direction = text("direction", "")
         digits = payload.get("digits")
         if kind == "digits" and not isinstance(digits, str):

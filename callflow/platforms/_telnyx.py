@@ -80,6 +80,7 @@ from .._exceptions import (
     UnsupportedFeature,
 )
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
+from ._limits import MAX_STEP, checked
 
 if TYPE_CHECKING:
     from .._runner import CallControl, Watch
@@ -207,6 +208,9 @@ class Telnyx:
             raise _bad("bad_signature", "the webhook has no telnyx-signature-ed25519 and "
                                         "telnyx-timestamp", 403)
         try:
+            # Seconds since the epoch: a long number would overflow the comparison below.
+            if not (len(stamp) <= 12 and stamp.isascii() and stamp.isdigit()):
+                raise ValueError(stamp)
             sent = int(stamp)
             raw = base64.b64decode(signature, validate=True)
         except (ValueError, binascii.Error):
@@ -223,6 +227,9 @@ class Telnyx:
             raise _bad("bad_signature", "the Telnyx signature does not match", 403) from None
 
     def parse(self, webhook: Webhook) -> list[Event]:
+        return checked(self._parse(webhook))
+
+    def _parse(self, webhook: Webhook) -> list[Event]:
         try:
             document = json.loads(webhook.body)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -269,7 +276,8 @@ class Telnyx:
             kind=kind, call_id=call_id, leg_id=leg,
             caller=str(payload.get("from") or ""), callee=str(payload.get("to") or ""),
             timestamp=str(data.get("occurred_at") or ""),
-            step=step if isinstance(step, int) else None,
+            # Our own client_state, but a bool is an int too, and a stranger's may be anything.
+            step=step if type(step) is int and 0 <= step <= MAX_STEP else None,
             digits=digits if isinstance(digits, str) else None,
             recording_url=url if isinstance(url, str) else None, duration=duration,
             reason=str(reason) if reason is not None else None, by=by,

@@ -56,6 +56,7 @@ from .._commands import (
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
+from ._limits import checked, parse_step
 
 __all__ = ("Twilio",)
 
@@ -109,15 +110,44 @@ def _with_port(url: str, add: bool) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _signature(auth_token: str, url: str, params: Mapping[str, str | Sequence[str]]) -> str:
-    """Twilio's ``X-Twilio-Signature`` for a POST of ``params`` to ``url``."""
-    data = url
+def _signed_params(params: Mapping[str, str | Sequence[str]]) -> str:
+    """What a signature covers after the URL: each name followed by each of its values.
+
+    Names sorted, and each name's values sorted *and de-duplicated*, as Twilio's own SDK
+    does (``sorted(set(values))`` in ``RequestValidator.compute_signature``): a webhook
+    with ``X=1&X=1`` is signed over ``X1`` once (twilio/twilio-python#613).
+    """
+    parts: list[str] = []
     for name in sorted(params):
         values = params[name]
-        for value in sorted([values] if isinstance(values, str) else values):
-            data += name + value
+        parts.extend(name + value
+                     for value in sorted(set([values] if isinstance(values, str) else values)))
+    return "".join(parts)
+
+
+def _signature(auth_token: str, url: str, params: Mapping[str, str | Sequence[str]]) -> str:
+    """Twilio's ``X-Twilio-Signature`` for a POST of ``params`` to ``url``."""
+    data = url + _signed_params(params)
     digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+MAX_SIGNATURE = 64
+"""Characters in an ``X-Twilio-Signature`` (base64 of a SHA-1 is 28, of a SHA-256 44)."""
+
+
+def _signed_bytes(body: bytes) -> bytes:
+    """The part of the signed text that comes from a POST body, whatever the body holds.
+
+    For a UTF-8 body, ``_signed_params`` of its fields.  Bytes that are not UTF-8 (which
+    Twilio never sends) are carried through as they are (``surrogateescape``), so that
+    such a body is refused for its signature, before anything tries to read it.
+    """
+    params: dict[str, list[str]] = {}
+    text = body.decode("utf-8", "surrogateescape")
+    for name, value in parse_qsl(text, keep_blank_values=True, errors="surrogateescape"):
+        params.setdefault(name, []).append(value)
+    return _signed_params(params).encode("utf-8", "surrogateescape")
 
 
 def _form_params(body: bytes) -> dict[str, list[str]]:
@@ -176,33 +206,42 @@ class Twilio:
     # -- webhooks in ----------------------------------------------------------------------
 
     def verify(self, webhook: Webhook) -> None:
-        given = webhook.headers.get("x-twilio-signature", "")
-        if not given:
+        text = webhook.headers.get("x-twilio-signature", "")
+        if not text:
             raise _bad("bad_signature", "the webhook has no X-Twilio-Signature", 403)
-        params = _form_params(webhook.body) if webhook.method == "POST" else {}
+        # base64 is ASCII (and compare_digest refuses to compare other text).
+        if len(text) > MAX_SIGNATURE or not text.isascii():
+            raise _bad("bad_signature", "the X-Twilio-Signature is not base64 of a digest", 403)
+        given = text.encode()
+        # The body part of the signed text is built once, whatever the body holds (its size
+        # is bounded by max_body), and hashed once: each URL below only adds its own bytes.
+        tail = _signed_bytes(webhook.body) if webhook.method == "POST" else b""
+        key = hmac.new(self.auth_token.encode(), digestmod=hashlib.sha1)
         # Twilio may sign the URL with or without the default port; so does its SDK.
         for url in dict.fromkeys((webhook.url, _with_port(webhook.url, False),
                                   _with_port(webhook.url, True))):
-            if hmac.compare_digest(_signature(self.auth_token, url, params), given):
+            mac = key.copy()
+            mac.update(url.encode())
+            mac.update(tail)
+            if hmac.compare_digest(base64.b64encode(mac.digest()), given):
                 return
         raise _bad("bad_signature", "the X-Twilio-Signature does not match", 403)
 
     def parse(self, webhook: Webhook) -> list[Event]:
+        return checked(self._parse(webhook))
+
+    def _parse(self, webhook: Webhook) -> list[Event]:
         values = _form_params(webhook.body)
         form = {name: items[0] for name, items in values.items()}
         query = webhook.query
         call_sid = form.get("CallSid", "")
         if not call_sid:
             raise _bad("missing_field", "the webhook has no CallSid")
-        step: int | None = None
-        if "step" in query:
-            if not (query["step"].isascii() and query["step"].isdigit()):
-                raise _bad("invalid_field", "the 'step' query parameter must be a number")
-            step = int(query["step"])
+        step = parse_step(query)
         stamp = form.get("Timestamp")
         timestamp = _iso(webhook.received_at)
         if stamp:
-            with contextlib.suppress(TypeError, ValueError):
+            with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
                 timestamp = _iso(parsedate_to_datetime(stamp).timestamp())
         base = {"caller": form.get("From", ""), "callee": form.get("To", ""),
                 "timestamp": timestamp, "raw": form}

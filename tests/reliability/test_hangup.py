@@ -27,6 +27,7 @@ from ._caller import Caller
 from ._support import (
     NO_SHRINK,
     NUMBER,
+    SECRET,
     WAIT,
     commands_of,
     make_app,
@@ -117,7 +118,7 @@ async def test_hang_up_at_every_await_of_an_example(
             assert app.sessions == {}
             await settle()
             assert task_names() == before, f"left behind after a hang-up at await {step}"
-            health = await client.get("/callflow/health")
+            health = await client.get(f"/callflow/{SECRET}/health")
             assert health.json() == {"status": "ok", "calls": 0}
 
 

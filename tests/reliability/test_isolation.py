@@ -130,10 +130,10 @@ async def test_a_thousand_concurrent_calls_each_get_their_own_responses() -> Non
 
                     await started.wait()
                     # Every call is suspended in its first gather, all at the same time.
-                    health = (await client.get(f"{url}/callflow/health")).json()
+                    health = (await client.get(f"{url}/callflow/{SECRET}/health")).json()
                     assert health == {"status": "ok", "calls": CALLS}
             elapsed = time.monotonic() - began
-            health = (await client.get(f"{url}/callflow/health")).json()
+            health = (await client.get(f"{url}/callflow/{SECRET}/health")).json()
     assert problems == []
     assert health == {"status": "ok", "calls": 0}
     assert app.sessions == {}
