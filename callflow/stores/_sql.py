@@ -28,6 +28,7 @@ from ._base import (
     StoreError,
     StoreUnavailable,
 )
+from ._threads import StoreThreads
 
 __all__ = ("SQLStore",)
 
@@ -66,7 +67,7 @@ class SQLStore:
     def __init__(self, url: str, *, timeout: float, threads: int) -> None:
         self.url = url
         self.timeout = timeout
-        self._limiter = anyio.CapacityLimiter(threads)
+        self._threads = StoreThreads(threads, type(self).__name__)
         self._sql_cache: dict[str, str] = {}
 
     # -- what a database's module provides -------------------------------------------------
@@ -96,8 +97,7 @@ class SQLStore:
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         with anyio.move_on_after(self.timeout) as scope:
             try:
-                return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter,
-                                                       abandon_on_cancel=True)
+                return await self._threads.run(func, *args)
             except (StoreError, SchemaTooNew):
                 raise
             except Exception as exc:
@@ -136,7 +136,8 @@ class SQLStore:
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._disconnect, limiter=self._limiter)
+            await self._threads.run(self._disconnect)
+            await anyio.to_thread.run_sync(self._threads.stop)
 
     async def secret(self, proposed: str) -> str:
         return await self._run(self._secret, proposed)

@@ -125,7 +125,7 @@ defaults
   mode http
   timeout connect 1s
   timeout client 30s
-  timeout server {server_timeout}s
+  timeout server {int(server_timeout * 1000)}ms
   timeout check 300ms
   retries 3
   option redispatch
