@@ -292,6 +292,13 @@ class App:
         return self.settings.apology
 
     @property
+    def recording_grace(self) -> float:
+        # Only Twilio reports a call's end ("completed") and the <Record> action that
+        # carries the recording independently, in either order; BlueVia sends
+        # RecordingStopped before the HangUp.
+        return self.settings.recording_grace if self.platform.name == "twilio" else 0.0
+
+    @property
     def stall_timeout(self) -> float | None:
         return self.settings.stall_timeout or None
 

@@ -115,6 +115,14 @@ class SessionHost(Protocol):
         """Seconds a flow may stay busy after missing the response budget (None: forever)."""
 
     @property
+    def recording_grace(self) -> float:
+        """Seconds a ``record()`` the caller hung up on waits for its recording to arrive.
+
+        Twilio may report the hang-up before the ``<Record>`` action that carries the
+        recording; without the wait, the caller's message would be lost.
+        """
+
+    @property
     def keepalive(self) -> float | None:
         """Seconds of each hold pause while a slow flow has nothing to say.
 
@@ -289,6 +297,8 @@ class Session:
         "_inflight",
         "_last_key",
         "_last_response",
+        "_late",
+        "_late_timer",
         "_marker",
         "_request",
         "_spent_legs",
@@ -343,6 +353,9 @@ class Session:
         self._inflight: _Answering | None = None
         self.journal: Journal | None = None
         self.evicted = False
+        # A record() the caller hung up on, still waiting for its recording (and its timer).
+        self._late: _Pending | None = None
+        self._late_timer: Cancellable | None = None
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -385,6 +398,8 @@ class Session:
         if self._marker is not None and event.kind == "resumed" and event.step == self._marker:
             self._marker = None
             return await self._respond(key)
+        if self._late is not None:
+            self._take_late_recording(event)
         if self.ended:
             return None
         pending = self.pending
@@ -526,9 +541,17 @@ class Session:
                 # The caller hung up to end the message, as callers do: the recording
                 # is in, so record() returns it and the next verb raises CallEnded.
                 pending.result = pending._final_result()
+            elif (isinstance(pending.command, Record) and by == "caller"
+                  and self.host.recording_grace > 0 and self._task is not None):
+                # The recording may still be on its way (Twilio can report the hang-up
+                # before the <Record> action): record() waits for it, a little while.
+                self._late = pending
+                self._late_timer = self.host.spawn(self._wait_for_late_recording)
+                pending = None
             else:
                 pending.ended = True
-            pending.done.set()
+            if pending is not None:
+                pending.done.set()
         elif self._task is not None and not self.done:
             # Busy in its own I/O: let it reach a verb (which raises CallEnded)
             # or its end, within the grace period.
@@ -537,6 +560,31 @@ class Session:
             for stream in self.observers:
                 stream.close()
             self.observers = None
+
+    def _take_late_recording(self, event: Event) -> None:
+        late = self._late
+        assert late is not None
+        if event.kind == "recording_stopped":
+            late.recording = (event.recording_url, event.duration or 0.0)
+        elif not (event.kind == "resumed" and event.step == late.command.step):
+            return
+        self._late = None
+        if self._late_timer is not None:
+            self._late_timer.cancel()
+            self._late_timer = None
+        if late.recording is None:
+            late.ended = True
+        else:
+            late.result = late._final_result()
+        late.done.set()
+
+    async def _wait_for_late_recording(self) -> None:
+        await anyio.sleep(self.host.recording_grace)
+        late, self._late = self._late, None
+        self._late_timer = None
+        if late is not None:
+            late.ended = True
+            late.done.set()
 
     def _observe(self, event: Event) -> None:
         if self.observers is None:
@@ -774,6 +822,9 @@ class Session:
         finally:
             if self.journal is not None:
                 self.journal.caught_up.set()
+            if self._late_timer is not None:
+                self._late_timer.cancel()
+                self._late_timer = None
             if not self.evicted:
                 self.done = True
                 self.pending = None

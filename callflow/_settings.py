@@ -112,6 +112,9 @@ class Settings:
     """Seconds the event loop may be blocked (a flow calling ``time.sleep``, a CPU-bound
     loop) before a warning names the call and the flow's line; 0: no watch. Served with
     ``callflow serve`` (``callflow._server.serving``)."""
+    recording_grace: float = 5.0
+    """Twilio: seconds a ``record()`` the caller hung up on waits for its recording, which
+    Twilio may report after the call's end (0: ``CallEnded`` at once)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -272,9 +272,6 @@ async def test_a_caller_hanging_up_mid_recording_keeps_the_message() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(strict=True, reason="known: on Twilio, when the completed callback "
-                   "overtakes the <Record> action, the flow ends before the recording "
-                   "reaches it")
 async def test_a_caller_hanging_up_mid_recording_leaves_the_same_message_everywhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -105,6 +105,7 @@ class FakeCall:
         self.response_budget = response_budget
         self.hangup_grace = hangup_grace
         self.stall_timeout: float | None = None
+        self.recording_grace = 0.0  # the fake network never reports a recording late
         self.keepalive = keepalive
         self.platform = platform
         self.clock = 0.0
