@@ -115,6 +115,7 @@ class HAProxy:
     def __init__(self, directory: Path, port: int, ports: list[int], *,
                  server_timeout: float = 9.0) -> None:
         self.port = port
+        self.ports = ports
         # Health checks take a stopped or dead worker out of the rotation within a
         # fraction of a second, as a load balancer in front of callflow should.
         servers = "\n".join(f"  server w{i} 127.0.0.1:{p} check inter 200ms fall 1 rise 1"

@@ -235,3 +235,51 @@ async def test_a_worker_paused_past_its_lease_cannot_write_and_drops_its_copy(
     ran = steps(log)
     assert [pid for what, pid in ran if what == "after one"] == [paused_pid, other.popen.pid]
     assert [what for what, _ in ran].count("slow step done") == 2  # both ran it to the end
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_rolling_restart_of_both_workers_under_load_loses_no_call(
+    store_url: str, tmp_path: Path,
+) -> None:
+    """Calls in progress while each worker in turn gets SIGTERM and a successor on its
+    port: haproxy's health checks move the traffic, the store carries the calls over."""
+    log = tmp_path / "steps.txt"
+    env = {"SURVEY_STEPS": str(log)}
+    async with simulator("bluevia") as (sim, sim_url):
+        workers, proxy = await behind_haproxy(store_url, sim, sim_url, tmp_path, env)
+        ports = proxy.ports
+        public = f"http://127.0.0.1:{proxy.port}"
+        replaced: list[Worker] = []
+        try:
+            calls = [await sim.place_inbound_call(CALLER, NUMBER) for _ in range(4)]
+            callers = [LiveCaller(c.main) for c in calls]
+            restarted = anyio.Event()
+
+            async def take(caller: LiveCaller, keys: str) -> None:
+                await answer(caller, "one", keys[0])
+                await answer(caller, "two", keys[1])
+                await restarted.wait()  # the third answer goes to the new workers
+                await answer(caller, "three", keys[2])
+                assert await caller.wait_ended(timeout=WAIT)
+
+            async with anyio.create_task_group() as tg:
+                for caller, keys in zip(callers, ("123", "456", "789", "147"), strict=True):
+                    tg.start_soon(take, caller, keys)
+                for index, worker in enumerate(workers):
+                    assert await worker.stop() == 0, worker.output
+                    successor = Worker(*serve_args(store_url, sim_url, sim.app_settings(),
+                                                   port=ports[index], public_url=public),
+                                       env=env)
+                    replaced.append(successor)
+                    await successor.started()
+                restarted.set()
+        finally:
+            proxy.stop()
+            for worker in (*workers, *replaced):
+                await worker.stop()
+    heard = sorted(c.heard[-1] for c in callers)
+    assert heard == sorted(f"You answered {' '.join(k)}. Goodbye."
+                           for k in ("123", "456", "789", "147"))
+    assert "hung up on shutdown" not in "".join(w.output for w in workers)
+    assert Counter(what for what, _ in steps(log)) == {
+        "start": 4, "after one": 4, "after two": 4, "after three": 4}
