@@ -143,7 +143,7 @@ def test_compare_measures_all_three_apps_over_real_http(tmp_path: Path) -> None:
     )
     assert finished.returncode in (0, 1), finished.stdout + finished.stderr  # 1: a target missed
     data = json.loads(out.read_text())
-    assert list(data["result"]) == ["floor", "peer", "callflow"]
+    assert list(data["result"]) == ["floor", "peer", "callflow", "callflow-sqlite"]
     assert data["notifications_per_call"] == 17
     for name, row in data["result"].items():
         assert row["max"]["notifications"] > 17, name

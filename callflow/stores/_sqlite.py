@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +48,18 @@ class SQLiteStore(SQLStore):
             raise ConfigurationError(f"cannot create {self.path.parent}: {exc}") from exc
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Switching a new file to WAL takes an exclusive lock, and SQLite answers "locked"
+        # at once, without its busy wait, to a second process doing the same: retry.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.01)  # in the store's thread, not the event loop
         # NORMAL: a commit survives a crash of the process (the WAL is written before
         # the call goes on); only a power loss may take the last few.
         conn.execute("PRAGMA synchronous=NORMAL")
