@@ -151,7 +151,8 @@ def test_compare_measures_all_three_apps_over_real_http(tmp_path: Path) -> None:
         assert row["max"]["p50_ms"] <= row["max"]["p99_ms"], name
     assert [what for what, _, _ in data["verdicts"]] == [
         "callflow ≥ 0.85 x floor in notifications/s", "callflow ≥ 1.00 x peer in notifications/s",
-        "callflow p99 < 20 ms at 50% of its maximum"]
+        "callflow p99 < 20 ms at 50% of its maximum",
+        "callflow-sqlite ≥ 0.80 x callflow (memory) in notifications/s"]
     assert (out.with_suffix(".md")).read_text().count("| callflow |") == 1
 
 
