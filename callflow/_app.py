@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import hmac
 import inspect
+import json
 import logging
 import secrets
 from collections import OrderedDict
@@ -585,6 +586,12 @@ class App:
         failed (busy, no answer...), in which case the flow never starts.
         """
         spec = self.get_flow(flow)
+        if data is not None and self._durable is not None:
+            try:
+                json.dumps(data)
+            except (TypeError, ValueError) as exc:
+                raise TypeError("with a durable store, call(data=...) is kept in the call's "
+                                f"history and must be JSON data: {exc}") from exc
         caller = caller_id or self.settings.caller_id or next(iter(self._numbers), "")
         if not caller:
             raise ConfigurationError("no caller id: pass caller_id= or register a flow number")

@@ -176,8 +176,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
     server.add_argument(
         "--secret",
-        help="the webhook secret inside the callback URLs (default: random at each start; "
-             "CALLFLOW_SECRET). Fix it when you configure numbers by hand",
+        help="the webhook secret inside the callback URLs (default: made once and kept in "
+             "the store; with --store memory, random at each start; CALLFLOW_SECRET)",
     )
     server.add_argument(
         "--response-budget", type=_seconds, metavar="S",
@@ -439,7 +439,7 @@ def _serve_one(app: App, listener: Listener, args: argparse.Namespace, index: in
         else:
             _say("not configuring numbers (--no-configure): set each number's callback URL to "
                  "the callback URL above")
-            if not (args.secret or os.environ.get("CALLFLOW_SECRET")):
+            if app.store is None and not (args.secret or os.environ.get("CALLFLOW_SECRET")):
                 _say("  the secret in it changes at each start: pass --secret (or set "
                      "CALLFLOW_SECRET) to keep it")
         _say("ready: press Ctrl+C to stop")

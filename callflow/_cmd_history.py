@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +68,8 @@ def run_history(args: argparse.Namespace) -> int:
                 return EXIT_OK
             entries = await store.history(args.call_id)
             if entries is None:
-                print(f"callflow: error: no call {args.call_id!r} in {store.url}")
+                print(f"callflow: error: no call {args.call_id!r} in {store.url}",
+                      file=sys.stderr)
                 return EXIT_ERROR
             print(json.dumps(entries, indent=2, ensure_ascii=False) if args.json
                   else render_history(args.call_id, entries))

@@ -48,6 +48,8 @@ _PASSING = frozenset({"playback_started", "playback_stopped", "recording_started
                       "other"})
 """Notifications that answer nothing and that no waiting verb collects."""
 
+_CREATED_ELSEWHERE = object()
+
 SWEEP_BATCH = 100
 """Calls the sweep takes over, expires or purges per round."""
 
@@ -108,10 +110,11 @@ class DurableCalls:
             if session is not None:
                 self.evict(session)  # the store forgot it (purged): so do we
             started = await self._start(event, query)
-            if started is not None:
-                return started
-            if event.kind != "incoming" and not query.get("out"):
+            if started is None:  # not a call's start: an outbound call's outcome, or unknown
                 return app._answer_orphan(event, query), False
+            if started is not _CREATED_ELSEWHERE:
+                reply: tuple[list[Command] | None, bool] = started
+                return reply
             # Another worker created the call in the meantime: take it from the store.
         if begin.status == "ended":
             if session is not None and session.done:
@@ -150,9 +153,12 @@ class DurableCalls:
             await anyio.sleep(min(delay, left))
             delay = min(delay * 2, 0.25)
 
-    async def _start(self, event: Event, query: Mapping[str, str]
-                     ) -> tuple[list[Command] | None, bool] | None:
-        """A new call: its row and first entry, then the flow.  None when it is not one."""
+    async def _start(self, event: Event, query: Mapping[str, str]) -> Any:
+        """A new call: its row and first entry, then the flow: ``(commands, first)``.
+
+        None when the event starts no call; ``_CREATED_ELSEWHERE`` when another worker
+        created it first (the same notification delivered to two workers at once).
+        """
         app = self.app
         if event.kind not in ("incoming", "answered"):
             return None
@@ -175,7 +181,7 @@ class DurableCalls:
                                         call.caller, call.callee, [start])
         if fence is None:
             app.sessions.pop(call.id, None)
-            return None
+            return _CREATED_ELSEWHERE
         journal.fence, journal.version = fence, 1
         commands = await session.handle(event)
         first, session.first_batch = session.first_batch, False

@@ -96,7 +96,8 @@ class Settings:
     store_timeout: float = 5.0
     """Seconds a store request may take before the notification gets a 503."""
     max_call_duration: float = 4 * 3600.0
-    """Seconds after which a call with no news is ended (its hang-up was lost; 0: never)."""
+    """Seconds after its start at which a call still live is ended: its hang-up was lost
+    (0: never). Keep it above the longest call you expect (a conference, a long dial)."""
     history_retention: float = 7 * 86400.0
     """Seconds an ended call's history is kept for ``callflow history`` (0: forever)."""
     command_timeout: float = 120.0

@@ -123,7 +123,7 @@ class Store(Protocol):
         """Calls of these flows whose flow ran when its worker's lease expired."""
 
     async def expired(self, flows: list[str], max_age: float, limit: int) -> list[str]:
-        """Live calls of these flows (not ended) last touched over ``max_age`` seconds ago."""
+        """Live calls of these flows (not ended) that started over ``max_age`` seconds ago."""
 
     async def purge(self, retention: float) -> int:
         """Delete ended calls older than ``retention`` seconds; how many."""

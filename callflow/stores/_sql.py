@@ -258,7 +258,7 @@ class SQLStore:
             return []
         marks = ", ".join("?" * len(flows))
         return await self._run(self._ids, "SELECT call_id FROM callflow_calls WHERE "
-                               f"state <> 'ended' AND updated < ? AND flow IN ({marks}) "
+                               f"state <> 'ended' AND created < ? AND flow IN ({marks}) "
                                "LIMIT ?", (time.time() - max_age, *flows, limit))
 
     def _ids(self, sql: str, params: tuple[Any, ...]) -> list[str]:

@@ -26,6 +26,10 @@ __all__ = ("StoreThreads",)
 T = TypeVar("T")
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+BATCH = 64
+"""Requests a thread takes at once when they have queued up."""
 
 
 class StoreThreads:
@@ -60,16 +64,33 @@ class StoreThreads:
 
     def _work(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            first = self._jobs.get()
+            if first is None:
                 return
-            func, args, loop, future = job
-            try:
-                result = func(*args)
-            except BaseException as exc:
-                _hand_back(loop, future, None, exc)
-            else:
-                _hand_back(loop, future, result, None)
+            # Under load, requests queue up while one runs: take them all, and hand the
+            # results back with one wake-up of each event loop instead of one each.
+            batch, stop = [first], False
+            while len(batch) < BATCH:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            done: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+            for func, args, loop, future in batch:
+                try:
+                    outcome: _Done = (future, func(*args), None)
+                except BaseException as exc:
+                    outcome = (future, None, exc)
+                done.setdefault(loop, []).append(outcome)
+            for loop, outcomes in done.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    loop.call_soon_threadsafe(_settle_all, outcomes)
+            if stop:
+                return
 
     def stop(self) -> None:
         """Let the threads finish what they have, then end (blocks: call from a thread)."""
@@ -80,16 +101,11 @@ class StoreThreads:
             thread.join()
 
 
-def _hand_back(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
-               error: BaseException | None) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-        loop.call_soon_threadsafe(_settle, future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # cancelled: the caller moved on
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(outcomes: list[_Done]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # cancelled: the caller moved on
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

@@ -74,8 +74,9 @@ def test_history_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["history", "--store", url]) == 0
     assert "no calls in the store yet" in capsys.readouterr().out
     assert main(["history", "--store", url, "nope"]) == 2
+    assert "no call 'nope'" in capsys.readouterr().err
     assert main(["history", "--store", url, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.split("\n", 1)[1]) == []
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_an_unreachable_store_at_start_is_one_line_and_status_2(tmp_path: Path) -> None:

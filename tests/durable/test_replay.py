@@ -256,3 +256,24 @@ async def test_a_store_outage_mid_call_is_a_503_and_the_caller_hears_the_apology
     assert transcript.spoken[-1] == app.settings.apology
     assert any("store" in r.getMessage() and r.levelno >= logging.ERROR
                for r in caplog.records)
+
+
+@pytest.mark.parametrize("platform", ["bluevia", "twilio"])
+@pytest.mark.parametrize("phone", ["busy", "answers"])
+async def test_outbound_calls_with_a_durable_store(platform: str, phone: str,
+                                                   sqlite_url: str) -> None:
+    """An outbound call's outcome (busy: the flow never starts) and its flow (answered)."""
+    app = load_app(EXAMPLES / "reminder.py")
+    async with served(app, platform, store=sqlite_url) as (sim, wire):
+        sim.add_account_number("+34900000000", callback_url=app.callback_url)
+        sim.add_phone(CALLER, Phone.busy() if phone == "busy"
+                      else Phone.answers(after=1, script=["press-next:1"]))
+        with anyio.fail_after(15):
+            result = await app.call(CALLER, flow="reminder", caller_id="+34900000000")
+            if result.answered:
+                await app.wait_ended(result.call_id)
+        with pytest.raises(TypeError, match="JSON data"):
+            await app.call(CALLER, flow="reminder", caller_id="+34900000000",
+                           data={"when": object()})
+    assert result.status == ("busy" if phone == "busy" else "answered")
+    assert not [s for _, s, _ in wire.exchanges if s >= 500]
