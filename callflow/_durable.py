@@ -84,6 +84,12 @@ class DurableCalls:
         session = app.sessions.get(call_id)
         if session is not None and not session.is_interested(event):
             return await session.handle(event), False  # nothing the history keeps
+        if session is None and call_id in app._ended:
+            # Ended here, and an ended call never comes back: no need to ask the store.
+            ended = app._ended[call_id]
+            if ended.key is not None and same_notification(event_key(event), ended.key):
+                return ended.response, ended.first
+            return None, False
         if session is None and event.kind in _PASSING:
             # Progress reports that change no call: not worth a store round trip, let
             # alone a replay (the cached copy, where there is one, still sees them).
