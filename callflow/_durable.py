@@ -216,7 +216,10 @@ class DurableCalls:
         except (HistoryError, KeyError, TypeError, ValueError) as exc:
             logger.error("%s: the call's history cannot be read (%s); apologising and "
                          "hanging up", call_id, exc)
-            return self._broken(call_id, entries), app._apology()
+            broken = self._broken(call_id, entries)
+            assert broken.journal is not None
+            broken.journal.fence = fence
+            return broken, app._apology()
         journal = session.journal
         assert journal is not None
         journal.fence = fence

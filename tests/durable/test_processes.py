@@ -283,3 +283,45 @@ async def test_a_rolling_restart_of_both_workers_under_load_loses_no_call(
     assert "hung up on shutdown" not in "".join(w.output for w in workers)
     assert Counter(what for what, _ in steps(log)) == {
         "start": 4, "after one": 4, "after two": 4, "after three": 4}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_flow_whose_worker_died_in_its_own_code_is_taken_over_by_the_sweep(
+    store_url: str, tmp_path: Path,
+) -> None:
+    """The setcommands path: the flow missed the response budget inside a slow step, so
+    its notification was answered and no request waits for it. Its worker dies there;
+    the other worker's sweep finds the call orphaned once the lease runs out, replays it,
+    runs the unfinished step again and pushes the next prompt through the REST API."""
+    log = tmp_path / "steps.txt"
+    env = {"SURVEY_STEPS": str(log), "SURVEY_SLOW": "3", "CALLFLOW_LEASE": "1"}
+    async with simulator("bluevia") as (sim, sim_url):
+        workers, proxy = await behind_haproxy(store_url, sim, sim_url, tmp_path, env)
+        try:
+            call = await sim.place_inbound_call(CALLER, NUMBER)
+            caller = LiveCaller(call.main)
+            await answer(caller, "one", "1")
+            with anyio.fail_after(WAIT):
+                while not any(what == "after one" for what, _ in steps(log)):  # noqa: ASYNC110
+                    # The step's own file is the only signal that it has started.
+                    await anyio.sleep(0.01)
+            [pid] = [pid for what, pid in steps(log) if what == "after one"]
+            owner = next(w for w in workers if w.popen.pid == pid)
+            # Answered empty once the budget is spent (and received: the platform says so),
+            # while the step runs on in the worker.
+            await delivered(sim, call, "DigitsCollected", 1)
+            await owner.killed()
+            await answer(caller, "two", "2")
+            await answer(caller, "three", "3")
+            assert await caller.wait_ended(timeout=WAIT)
+        finally:
+            proxy.stop()
+            for worker in workers:
+                await worker.stop()
+    assert caller.heard[-1] == "You answered 1 2 3. Goodbye.", caller.heard
+    survivor = next(w for w in workers if w is not owner)
+    assert "its worker died while the flow was running" in survivor.output, (
+        survivor.output + owner.output)
+    ran = [what for what, _ in steps(log)]
+    assert ran.count("after one") == 2 and ran.count("slow step done") == 1
+

@@ -21,7 +21,14 @@ import pytest
 
 import callflow
 from callflow._loader import load_app
-from callflow.simulator import Phone, Simulator, Transcript, serve_asgi, serve_simulator
+from callflow.simulator import (
+    Clock,
+    Phone,
+    Simulator,
+    Transcript,
+    serve_asgi,
+    serve_simulator,
+)
 
 from ._wire import WireRecorder, normalise
 
@@ -62,9 +69,9 @@ SCENARIOS = {
 
 
 @asynccontextmanager
-async def served(app: callflow.App, platform: str, **settings: Any
-                 ) -> AsyncIterator[tuple[Simulator, WireRecorder]]:
-    sim = Simulator(platform=platform)
+async def served(app: callflow.App, platform: str, *, clock: Clock | None = None,
+                 **settings: Any) -> AsyncIterator[tuple[Simulator, WireRecorder]]:
+    sim = Simulator(platform=platform, clock=clock)
     wire = WireRecorder(app)
     async with serve_simulator(sim) as sim_url:
         app.configure(callflow.Settings(platform_url=sim_url, response_budget=1.0,
@@ -277,3 +284,51 @@ async def test_outbound_calls_with_a_durable_store(platform: str, phone: str,
                            data={"when": object()})
     assert result.status == ("busy" if phone == "busy" else "answered")
     assert not [s for _, s, _ in wire.exchanges if s >= 500]
+
+
+@pytest.mark.parametrize("platform", ["bluevia", "twilio"])
+async def test_a_call_whose_history_cannot_be_read_ends_with_the_apology(
+    platform: str, sqlite_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import sqlite3
+
+    app = survey_app([])
+    async with served(app, platform, store=sqlite_url, cache_size=0) as (sim, wire):
+        with sim.subscribe() as events:
+            call = await sim.place_inbound_call(CALLER, "+34900000077",
+                                                script=["press-next:1", "press-next:2"])
+            async for event in events:
+                if event.entry is not None and event.entry.text == "Question two.":
+                    with sqlite3.connect(sqlite_url[len("sqlite:///"):]) as db:
+                        db.execute("UPDATE callflow_history SET entry = ? WHERE seq = 1",
+                                   ('{"t": "start", "flow": 7}',))
+                    break
+        with anyio.fail_after(15):
+            transcript = await call.wait_ended()
+    assert transcript.spoken[-1] == app.settings.apology
+    assert any("history cannot be read" in r.getMessage() for r in caplog.records)
+    assert not [s for _, s, _ in wire.exchanges if s >= 500]
+
+
+@pytest.mark.parametrize("platform", ["bluevia", "twilio"])
+async def test_a_call_past_its_maximum_duration_is_hung_up_and_ended(
+    platform: str, sqlite_url: str,
+) -> None:
+    """Its hang-up was lost, say: the sweep hangs the call up through the REST API."""
+    app = callflow.App()
+
+    @app.flow(number="+34900000077")
+    async def waits(call: callflow.Call) -> None:
+        await call.gather(prompt="Take your time.", num_digits=1, timeout=60)
+
+    # A real clock: the sweep runs on the app's time, which a virtual clock cannot see.
+    async with served(app, platform, store=sqlite_url, lease=0.2, max_call_duration=1.0,
+                      clock=Clock.real()) as (sim, _):
+        call = await sim.place_inbound_call(CALLER, "+34900000077", script=[])
+        with anyio.fail_after(15):
+            transcript = await call.wait_ended()
+        assert app.store is not None
+        [summary] = await app.store.calls(1)
+    assert summary.state == "ended"
+    assert transcript.duration < 10  # not the gather's 60 s
+    assert "hung up" in transcript.render().splitlines()[-1]
