@@ -296,7 +296,17 @@ class DurableCalls:
         journal = session.journal
         if journal is None or session.evicted:
             return
+        if journal.lock is None:
+            journal.lock = anyio.Lock()
+        # The flow's own commits (a step) and a notification's may overlap: one at a time,
+        # so that the history keeps their order on a store with several connections.
+        async with journal.lock:
+            await self._append(session, journal)
+
+    async def _append(self, session: Session, journal: Journal) -> None:
         call_id = session.call.id
+        if session.evicted:
+            return
         entries = journal.take()
         state: CallState
         if session.ended:

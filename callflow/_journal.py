@@ -164,6 +164,7 @@ class Journal:
         "frontier_events",
         "held",
         "last_answer",
+        "lock",
         "marker",
         "new",
         "pending_command",
@@ -198,6 +199,8 @@ class Journal:
         """How many entries the store holds (what this copy of the call has seen)."""
         self.fence = 0
         """The lease this worker holds on the call (its fencing number)."""
+        self.lock: Any = None
+        """Serialises this call's appends (made when first needed: most calls never wait)."""
 
     @property
     def replaying(self) -> bool:
