@@ -332,3 +332,36 @@ async def test_a_call_past_its_maximum_duration_is_hung_up_and_ended(
     assert summary.state == "ended"
     assert transcript.duration < 10  # not the gather's 60 s
     assert "hung up" in transcript.render().splitlines()[-1]
+
+
+@pytest.mark.parametrize("platform", ["bluevia", "twilio"])
+async def test_a_slow_flow_replayed_on_every_notification_keeps_its_place(
+    platform: str, sqlite_url: str,
+) -> None:
+    """A step past the response budget: Twilio holds the caller (Pause, Redirect), BlueVia
+    gets the rest by setcommands or with the marker's callback; with a replay on every
+    notification the held batch and the marker come back from the history."""
+    runs: list[str] = []
+    app = callflow.App()
+
+    async def slow_lookup(who: str) -> str:
+        await anyio.sleep(1.5)
+        runs.append(who)
+        return f"Hello {who}."
+
+    @app.flow(number="+34900000077")
+    async def greets(call: callflow.Call) -> None:
+        await call.say("One moment please.")
+        greeting = await call.step(slow_lookup, "friend")
+        result = await call.gather(prompt=greeting, num_digits=1)
+        await call.say(f"You pressed {result.digits}. Goodbye.")
+
+    async with served(app, platform, store=sqlite_url, cache_size=0,
+                      clock=Clock.real()) as (sim, wire):
+        call = await sim.place_inbound_call(CALLER, "+34900000077", script=["press-next:5"])
+        with anyio.fail_after(20):
+            transcript = await call.wait_ended()
+    assert transcript.spoken == ["One moment please.", "Hello friend.",
+                                 "You pressed 5. Goodbye."], transcript.render()
+    assert runs == ["friend"]
+    assert not [s for _, s, _ in wire.exchanges if s >= 500]
