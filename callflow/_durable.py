@@ -296,12 +296,18 @@ class DurableCalls:
         journal = session.journal
         if journal is None or session.evicted:
             return
-        if journal.lock is None:
-            journal.lock = anyio.Lock()
         # The flow's own commits (a step) and a notification's may overlap: one at a time,
-        # so that the history keeps their order on a store with several connections.
-        async with journal.lock:
-            await self._append(session, journal)
+        # so that the history keeps their order on a store with several connections. The
+        # lock lives only while a commit is on: a suspended call keeps no lock.
+        lock = journal.lock
+        if lock is None:
+            lock = journal.lock = anyio.Lock()
+        try:
+            async with lock:
+                await self._append(session, journal)
+        finally:
+            if journal.lock is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+                journal.lock = None
 
     async def _append(self, session: Session, journal: Journal) -> None:
         call_id = session.call.id
@@ -380,6 +386,9 @@ class DurableCalls:
         task = session._task
         if task is not None and not session.done:
             task.cancel()
+        # No cycle through the journal's commit closure: the session goes with its last
+        # reference, not at the collector's next full pass.
+        session.journal = None
 
     def forget(self, session: Session) -> None:
         """The session finished: it leaves the cache."""
