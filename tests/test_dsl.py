@@ -555,15 +555,34 @@ async def test_menu_mixes_no_input_and_no_match_and_recovers() -> None:
 
     async def flow(call: callflow.Call) -> None:
         chosen.append(await call.menu(
-            "Menu.", {"1": "a", "2": "b"}, retries=4,
+            "Menu.", {"1": "a", "2": "b"}, retries=5,
             no_input=("Hello?", "Still there?"), no_match="Wrong key.",
         ))
 
-    fake = await FakeCall(flow).press("5").silence().silence().press("2").run()
+    fake = await FakeCall(flow).press("5").silence().silence().silence().press("2").run()
     assert chosen == ["b"]
-    # The escalation index is the attempt number, and the last message repeats.
-    assert fake.heard == ["Menu.", "Wrong key.", "Menu.", "Still there?", "Menu.",
-                          "Still there?", "Menu."]
+    # no_input escalates with the no-inputs alone (the no-match before it does not count),
+    # and its last message repeats.
+    assert fake.heard == ["Menu.", "Wrong key.", "Menu.", "Hello?", "Menu.",
+                          "Still there?", "Menu.", "Still there?", "Menu."]
+
+
+async def test_menu_counts_no_input_and_no_match_apart() -> None:
+    chosen: list[object] = []
+
+    async def flow(call: callflow.Call) -> None:
+        chosen.append(await call.menu(
+            "Menu.", {"1": "a"}, retries=5,
+            no_input=("Hello?", "Still there?", "Last chance."),
+            no_match=("Wrong key.", "Listen to the options.", "Really wrong."),
+        ))
+
+    fake = await FakeCall(flow).silence().press("9").press("8").silence().press("1").run()
+    assert chosen == ["a"]
+    # The second no-match, after one no-input, is no_match[1] (not no_match[2], the
+    # attempt number); the second no-input is no_input[1].
+    assert fake.heard == ["Menu.", "Hello?", "Menu.", "Wrong key.", "Menu.",
+                          "Listen to the options.", "Menu.", "Still there?", "Menu."]
 
 
 async def test_menu_with_multi_digit_or_mixed_keys() -> None:
