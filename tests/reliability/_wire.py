@@ -342,7 +342,10 @@ class TelnyxLine(_Line):
 
     async def act(self, name: str, leg: str, body: dict[str, Any]) -> httpx.Response:
         assert body.get("command_id"), (name, body)
-        self.actions.append((name, _visible(body)))
+        if not (name == "hangup" and leg != self.call_id):
+            # Which dialled legs the App hangs up itself (rather than see them end) depends on
+            # when their own webhooks arrive: no part of what the call did.
+            self.actions.append((name, _visible(body, self.call_id)))
         if body.get("client_state"):
             self._states[leg] = body["client_state"]
         events = self.outcome(name, leg, body)
@@ -421,7 +424,7 @@ class TelnyxLine(_Line):
         self._dialled += 1
         leg = f"{self.call_id}-leg-{self._dialled}"
         self.api.lines[leg] = self
-        self.actions.append(("dial", _visible(body)))
+        self.actions.append(("dial", _visible(body, self.call_id)))
         self._states[leg] = body.get("client_state", "")
         reached = self.reaches(body)
         events: list[tuple[str, dict[str, Any]]] = []
@@ -479,6 +482,10 @@ def _index_of(encoded: str | None) -> Any:
     return _state(encoded).get("i", 0)
 
 
-def _visible(body: dict[str, Any]) -> str:
-    """An action's body without what is fresh on each run (its command_id)."""
-    return json.dumps({k: v for k, v in body.items() if k != "command_id"}, sort_keys=True)
+def _visible(body: dict[str, Any], call_id: str) -> str:
+    """An action's body as any call would send it: without what is fresh on each run (its
+    command_id), its client_state decoded, the call's own id replaced."""
+    shown = {k: v for k, v in body.items() if k != "command_id"}
+    if "client_state" in shown:
+        shown["client_state"] = _state(shown["client_state"])
+    return json.dumps(shown, sort_keys=True).replace(call_id, "<call>")

@@ -1,14 +1,14 @@
-"""The reliability properties on every platform: BlueVia, Twilio and Telnyx.
+"""The reliability properties on Twilio and Telnyx, as on BlueVia.
 
 ``test_duplicates.py``, ``test_order.py`` and ``test_hangup.py`` state them on BlueVia in
 detail; here hypothesis draws a call of an example (``examples/ivr.py``,
 ``examples/voicemail.py``) and the network's faults, and each property is checked over
-each platform's own wire (``_caller.Caller`` for BlueVia, ``_wire.TwilioLine``,
-``_wire.TelnyxLine``):
+each platform's own wire (``_wire.TwilioLine``, ``_wire.TelnyxLine``), parametrized by
+platform:
 
 - duplicates: a call whose webhooks arrive up to three times (in turn or all at once)
   goes exactly as the same call without copies (same trail, same words heard, on Telnyx
-  the same REST actions), and on BlueVia and Twilio every copy gets the same bytes;
+  the same REST actions), and on Twilio every copy gets the same TwiML, byte for byte;
 - order: answers to earlier awaits delivered late (and on Telnyx, every action's webhooks
   reversed, ahead of its response) change nothing either;
 - hang-up at every await: wherever the caller hangs up, the flow gets ``CallEnded`` there,
@@ -22,19 +22,17 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from hypothesis import event, given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from callflow import App, Settings
 
-from ._caller import Caller
 from ._platforms import TELNYX_PUBLIC, TWILIO_SID, TWILIO_TOKEN
 from ._support import (
     NO_SHRINK,
     PUBLIC,
     SECRET,
     WAIT,
-    FakePlatform,
     running,
     settle,
     task_names,
@@ -44,8 +42,10 @@ from .test_hangup import IVR, VOICEMAIL, Trail, traced
 
 pytestmark = pytest.mark.anyio
 
-PLATFORMS = ("bluevia", "twilio", "telnyx")
 scripts = st.lists(st.integers(0, 5), min_size=1, max_size=8)
+FEW = settings(NO_SHRINK, max_examples=15)
+"""Fewer examples than on BlueVia (test_hangup.py draws 40): each is a few whole calls per
+platform and backend, and the suite's time is shared."""
 
 
 class Network:
@@ -54,15 +54,12 @@ class Network:
     def __init__(self, platform: str) -> None:
         self.platform = platform
         self.telnyx = TelnyxApi()
-        self.bluevia = FakePlatform()
 
     def app(self, example: Any, trail: Trail) -> App:
         transport: httpx.AsyncBaseTransport
         if self.platform == "telnyx":
             transport = httpx.MockTransport(self.telnyx.handler)
-        elif self.platform == "bluevia":
-            transport = httpx.ASGITransport(self.bluevia)
-        else:
+        else:  # Twilio: the App needs no REST call on these calls
             transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
         app = App(settings=Settings(
             platform=self.platform, public_url=PUBLIC, platform_url="https://platform.example",
@@ -77,13 +74,6 @@ class Network:
 
     async def call(self, client: httpx.AsyncClient, call_id: str, number: str,
                    **options: Any) -> Any:
-        if self.platform == "bluevia":
-            options.pop("copies", None)
-            options.pop("concurrent", None)
-            options.pop("stale", None)
-            options.pop("reorder", None)
-            return await Caller(client, call_id, number=number, platform=self.bluevia,
-                                **options).run()
         if self.platform == "twilio":
             options.pop("reorder", None)
             return await TwilioLine(client, call_id, number, **options).run()
@@ -92,7 +82,7 @@ class Network:
 
 @pytest.mark.parametrize("platform", ["twilio", "telnyx"])
 @pytest.mark.parametrize("example", [IVR, VOICEMAIL], ids=["ivr", "voicemail"])
-@NO_SHRINK
+@FEW
 @given(choices=scripts)
 async def test_hang_up_at_every_await(platform: str, example: Any, choices: list[int]) -> None:
     number = next(iter(example.app.numbers))
@@ -120,3 +110,63 @@ async def test_hang_up_at_every_await(platform: str, example: Any, choices: list
             assert app.sessions == {}
             await settle()
             assert task_names() == before, f"left behind after a hang-up at await {step}"
+
+
+def outcome(line: Any) -> tuple[Any, ...]:
+    """What a call did, for comparing one run with another: words heard, awaits, actions."""
+    heard = [text.replace(line.call_id, "<call>") for text in line.heard]  # recording URLs
+    return (heard, line.awaits, line.hung_up, getattr(line, "actions", None))
+
+
+async def undisturbed_and_disturbed(platform: str, example: Any, choices: list[int],
+                                    **faults: Any) -> None:
+    number = next(iter(example.app.numbers))
+    trail: Trail = []
+    network = Network(platform)
+    app = network.app(example, trail)
+    async with running(app) as client:
+        await settle()
+        before = task_names()
+        # Ids that no spoken text contains: the Telnyx actions are compared with them masked.
+        calm = await network.call(client, "v3:calm", number, choices=choices)
+        with anyio.fail_after(WAIT):
+            await app.wait_ended("v3:calm")
+        calm_trail = [(what, how) for what, _, how in trail]
+        trail.clear()
+        rough = await network.call(client, "v3:rough", number, choices=choices, **faults)
+        with anyio.fail_after(WAIT):
+            await app.wait_ended("v3:rough")
+        await settle()
+        event(f"{rough.delivered - calm.delivered} extra webhooks")
+        # The copies and the late answers advanced nothing: the call went exactly as without.
+        assert [(what, how) for what, _, how in trail] == calm_trail
+        assert outcome(rough) == outcome(calm)
+        assert app.sessions == {}
+        assert task_names() == before
+
+
+@pytest.mark.parametrize("platform", ["twilio", "telnyx"])
+@pytest.mark.parametrize("example", [IVR, VOICEMAIL], ids=["ivr", "voicemail"])
+@FEW
+@given(choices=scripts, copies=st.lists(st.integers(0, 2), min_size=1, max_size=6),
+       concurrent=st.booleans())
+async def test_duplicated_webhooks_advance_the_call_once(
+    platform: str, example: Any, choices: list[int], copies: list[int], concurrent: bool
+) -> None:
+    """Every webhook delivered 1 to 3 times, in turn or at once (Twilio: same TwiML each)."""
+    await undisturbed_and_disturbed(platform, example, choices, copies=copies,
+                                    concurrent=concurrent)
+
+
+@pytest.mark.parametrize("platform", ["twilio", "telnyx"])
+@pytest.mark.parametrize("example", [IVR, VOICEMAIL], ids=["ivr", "voicemail"])
+@FEW
+@given(choices=scripts, reorder=st.booleans(), copies=st.lists(st.integers(0, 2), max_size=4))
+async def test_late_and_reordered_webhooks_change_nothing(
+    platform: str, example: Any, choices: list[int], reorder: bool, copies: list[int]
+) -> None:
+    """After each answer, a late answer to an earlier await (Twilio: its action URL again,
+    with other digits; Telnyx: an old completion under a new id); on Telnyx, every action's
+    webhooks reversed and ahead of its response too, if drawn."""
+    await undisturbed_and_disturbed(platform, example, choices, stale=True, reorder=reorder,
+                                    copies=copies)
