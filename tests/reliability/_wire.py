@@ -152,7 +152,7 @@ class TwilioLine(_Line):
             old_url, old = self._old[len(self._old) // 2]
             late = await self.post(old_url, **{**old, "Digits": "7"} if "Digits" in old else old)
             # Twilio runs what it gets: a stale answer must not steer the call.
-            assert [verb.tag for verb in late] in ([], ["Hangup"]), ET.tostring(late)
+            assert [verb.tag for verb in late] == [], ET.tostring(late)
             assert not self.hung_up
         self._old.append((url, extra))
         return doc
