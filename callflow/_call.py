@@ -272,24 +272,30 @@ class Call:
 
         Re-prompts on silence (``no_input``) and on a key that is not an option
         (``no_match``); each may be a list of messages that escalate with the
-        attempts.  Returns None when every attempt failed.
+        failures of its own kind (the first no-match after a no-input hears
+        ``no_match[0]``).  Returns None when every attempt failed.
         """
         if not options:
             raise ValueError("menu() needs at least one option")
         widths = {len(key) for key in options}
         num_digits = widths.pop() if len(widths) == 1 else 0
         attempts = max(1, retries)
+        # How often each kind of failure happened so far: each list escalates on its own,
+        # so a caller who mistyped once is not scolded with the last no-input message.
+        failures = {True: 0, False: 0}
         for attempt in range(attempts):
             result = await self.gather(prompt=prompt, num_digits=num_digits, timeout=timeout)
             if result.digits in options:
                 return options[result.digits]
             if attempt == attempts - 1:
                 break
-            messages = no_input if result.timed_out else no_match
+            silent = result.timed_out
+            messages = no_input if silent else no_match
             if isinstance(messages, str):
                 messages = (messages,)
             if messages:
-                await self.say(messages[min(attempt, len(messages) - 1)])
+                await self.say(messages[min(failures[silent], len(messages) - 1)])
+            failures[silent] += 1
         return None
 
     def events(self) -> AsyncIterator[Event]:

@@ -555,15 +555,34 @@ async def test_menu_mixes_no_input_and_no_match_and_recovers() -> None:
 
     async def flow(call: callflow.Call) -> None:
         chosen.append(await call.menu(
-            "Menu.", {"1": "a", "2": "b"}, retries=4,
+            "Menu.", {"1": "a", "2": "b"}, retries=5,
             no_input=("Hello?", "Still there?"), no_match="Wrong key.",
         ))
 
-    fake = await FakeCall(flow).press("5").silence().silence().press("2").run()
+    fake = await FakeCall(flow).press("5").silence().silence().silence().press("2").run()
     assert chosen == ["b"]
-    # The escalation index is the attempt number, and the last message repeats.
-    assert fake.heard == ["Menu.", "Wrong key.", "Menu.", "Still there?", "Menu.",
-                          "Still there?", "Menu."]
+    # no_input escalates with the no-inputs alone (the no-match before it does not count),
+    # and its last message repeats.
+    assert fake.heard == ["Menu.", "Wrong key.", "Menu.", "Hello?", "Menu.",
+                          "Still there?", "Menu.", "Still there?", "Menu."]
+
+
+async def test_menu_counts_no_input_and_no_match_apart() -> None:
+    chosen: list[object] = []
+
+    async def flow(call: callflow.Call) -> None:
+        chosen.append(await call.menu(
+            "Menu.", {"1": "a"}, retries=5,
+            no_input=("Hello?", "Still there?", "Last chance."),
+            no_match=("Wrong key.", "Listen to the options.", "Really wrong."),
+        ))
+
+    fake = await FakeCall(flow).silence().press("9").press("8").silence().press("1").run()
+    assert chosen == ["a"]
+    # The second no-match, after one no-input, is no_match[1] (not no_match[2], the
+    # attempt number); the second no-input is no_input[1].
+    assert fake.heard == ["Menu.", "Hello?", "Menu.", "Wrong key.", "Menu.",
+                          "Listen to the options.", "Menu.", "Still there?", "Menu."]
 
 
 async def test_menu_with_multi_digit_or_mixed_keys() -> None:
@@ -713,3 +732,119 @@ async def test_a_flow_busy_after_hanging_up_is_cancelled_after_the_grace_period(
     assert notes == ["finally"]
     assert fake.commands == [Say("Bye."), Hangup()]
     assert fake.error is None
+
+
+# -- FakeCall: recordings with nothing in them, hang-ups while the flow is busy ----------------
+
+
+async def test_record_nothing_gives_a_result_without_a_recording() -> None:
+    results: list[RecordResult] = []
+
+    async def flow(call: callflow.Call) -> None:
+        results.append(await call.record(prompt="Speak after the tone.", silence_timeout=4))
+        await call.say("Nothing recorded." if results[-1].url is None else "Thanks.")
+        results.append(await call.record())
+
+    fake = await FakeCall(flow).record_nothing().speak(2).run()
+    assert results == [RecordResult(url=None, duration=0.0),
+                       RecordResult(url="https://recordings.invalid/fake-call/1.wav",
+                                    duration=2.0)]
+    assert fake.heard == ["Speak after the tone.", "Nothing recorded."]
+    caller = [line.what for line in fake.transcript if line.who == "caller"]
+    assert caller == ["records nothing", "records 2s"]
+    assert fake.error is None
+
+
+async def test_record_nothing_at_a_gather_is_silence() -> None:
+    results: list[GatherResult] = []
+
+    async def flow(call: callflow.Call) -> None:
+        results.append(await call.gather(num_digits=1))
+
+    await FakeCall(flow).record_nothing().run()
+    assert results == [GatherResult(timed_out=True)]
+
+
+def busy_flow(trail: list[str], *, first_io: bool = False) -> Flow:
+    """A flow that looks the caller up (its own I/O, in steps) between two verbs."""
+
+    async def lookup(what: str) -> str:
+        trail.append(f"{what} started")
+        await anyio.sleep(0.01)  # the CRM
+        trail.append(f"{what} done")
+        return what
+
+    async def flow(call: callflow.Call) -> None:
+        try:
+            if first_io:
+                await anyio.sleep(0.01)
+                trail.append("first io done")
+            code = await call.gather(prompt="Your code?", num_digits=1)
+            await call.say("One moment.")
+            await call.step(lookup, f"account {code.digits}")
+            await call.step(lookup, "balance")
+            await call.say("Your balance is 10 euros.")
+            await call.gather(prompt="Anything else?", num_digits=1)
+            trail.append("completed")
+        except CallEnded as exc:
+            trail.append(f"ended by {exc.by}")
+            raise
+        finally:
+            trail.append("finally")
+
+    return flow
+
+
+async def test_hang_up_while_busy_inside_a_step() -> None:
+    trail: list[str] = []
+    with anyio.fail_after(5):
+        fake = await FakeCall(busy_flow(trail)).press("4").hang_up_while_busy().run()
+    # The step the caller hung up in runs to its end; the next step is not started.
+    assert trail == ["account 4 started", "account 4 done", "ended by caller", "finally"]
+    assert fake.ended_by == "caller"
+    assert fake.error is None
+    assert fake.heard == ["Your code?"]  # "One moment." was queued, never sent
+    assert [line.what for line in fake.transcript if line.who == "caller"] == [
+        "presses 4", "hangs up while the flow is busy"]
+    assert fake.blocking == 1
+
+
+async def test_hang_up_while_busy_before_the_first_verb() -> None:
+    trail: list[str] = []
+    with anyio.fail_after(5):
+        fake = await FakeCall(busy_flow(trail, first_io=True)).hang_up_while_busy().run()
+    assert trail == ["first io done", "ended by caller", "finally"]
+    assert fake.ended_by == "caller"
+    assert fake.heard == []
+    assert fake.blocking == 0
+
+
+async def test_hang_up_while_busy_past_the_response_budget() -> None:
+    """The hang-up comes while the platform holds a Resume marker for the busy flow."""
+    trail: list[str] = []
+    with anyio.fail_after(5):
+        fake = await FakeCall(busy_flow(trail), response_budget=0.001).press("4") \
+            .hang_up_while_busy().run()
+    assert trail[-2:] == ["ended by caller", "finally"]
+    assert "balance done" not in trail
+    assert fake.ended_by == "caller"
+    assert fake.error is None
+
+
+async def test_hang_up_while_busy_with_a_flow_that_never_pauses_hangs_up_at_the_next_verb(
+) -> None:
+    trail: list[str] = []
+
+    async def quick(call: callflow.Call) -> None:
+        try:
+            await call.gather(num_digits=1)
+            await call.say("Next.")
+            await call.gather(num_digits=1)
+        except CallEnded:
+            trail.append("ended")
+            raise
+
+    fake = await FakeCall(quick).press("1").hang_up_while_busy().run()
+    assert trail == ["ended"]
+    assert fake.blocking == 2
+    assert [line.what for line in fake.transcript if line.who == "caller"][-1] == "hangs up"

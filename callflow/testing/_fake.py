@@ -38,6 +38,9 @@ __all__ = ("DialOutcome", "FakeCall", "Line")
 SECONDS_PER_WORD = 0.4
 PLAY_SECONDS = 3.0
 MAX_BLOCKING = 1000
+BUSY_ROUNDS = 32
+"""Scheduler rounds after an answer within which a flow not busy in its own I/O reaches its
+next verb (it takes about ten)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class _Step:
-    action: Literal["press", "silence", "hang_up", "speak"]
+    action: Literal["press", "silence", "hang_up", "speak", "record_nothing", "hang_up_busy"]
     value: str = ""
     seconds: float = 0.0
 
@@ -71,8 +74,10 @@ class _Step:
 class FakeCall:
     """A scripted caller and network for one run of a flow.
 
-    Script the caller with ``press``, ``silence``, ``speak`` and ``hang_up``
-    (each consumed by the next ``gather``/``record``, in order) or with
+    Script the caller with ``press``, ``silence``, ``speak``, ``record_nothing`` and
+    ``hang_up`` (each consumed by the next ``gather``/``record``, in order),
+    ``hang_up_while_busy`` (hang up while the flow is inside its own code between
+    verbs: a ``call.step``, an HTTP request, an ``anyio.sleep``) or with
     ``hang_up_at=k`` (hang up when the flow reaches its k-th waiting verb);
     script the network with ``on_dial`` and ``on_conference``.  After
     ``await fake.run()``, assert on ``heard``, ``commands``, ``transcript``,
@@ -140,9 +145,30 @@ class FakeCall:
         self._script.append(_Step("speak", seconds=seconds))
         return self
 
+    def record_nothing(self) -> FakeCall:
+        """The caller says nothing at the next recording: no recording is made, and
+        ``record()`` returns ``RecordResult(url=None, duration=0.0)``, as Twilio does
+        for an empty one (at a gather, this step is silence)."""
+        self._script.append(_Step("record_nothing"))
+        return self
+
     def hang_up(self) -> FakeCall:
         """The caller hangs up at the next verb that waits for the network or them."""
         self._script.append(_Step("hang_up"))
+        return self
+
+    def hang_up_while_busy(self) -> FakeCall:
+        """The caller hangs up while the flow is busy in its own code between two verbs.
+
+        Once the steps before it are used, the next answer the flow is given that leaves
+        it waiting on something other than a verb (inside ``call.step``, an HTTP request,
+        an ``anyio.sleep``; its first I/O before any verb counts too) is followed at once
+        by the hang-up: the flow learns of it at its next verb or ``call.step``, which
+        raise ``CallEnded``.  A flow that reaches its next waiting verb without such a
+        pause has the caller hang up there, as with ``hang_up()``; the transcript says
+        which (``hangs up while the flow is busy`` or ``hangs up``).
+        """
+        self._script.append(_Step("hang_up_busy"))
         return self
 
     def on_dial(self, number: str, status: DialStatus | Literal["unreachable"] = "answered",
@@ -224,15 +250,51 @@ class FakeCall:
         # A real network leaves the flow's other tasks (an ``events()`` reader) time
         # to run between notifications; without this yield trio may starve them.
         await anyio.lowlevel.checkpoint()
+        if self._script and self._script[0].action == "hang_up_busy":
+            return await self._deliver_then_hang_up(event)
         commands = await self._session.handle(event)
         if commands:
             self.commands.extend(commands)
         return commands
 
+    async def _deliver_then_hang_up(self, event: Event) -> list[Command] | None:
+        """Deliver ``event``; if the flow then waits on its own I/O, the caller hangs up."""
+        session = self._session
+        assert session is not None
+        answers: list[list[Command] | None] = []
+        answered = anyio.Event()
+
+        async def answer() -> None:
+            answers.append(await session.handle(event))
+            answered.set()
+
+        self.spawn(answer)
+        # A flow that goes straight to its next verb answers within a few scheduler rounds;
+        # one still at work after them waits on its own I/O (or computes between awaits).
+        # Not wait_all_tasks_blocked(): on asyncio it polls every 0.1 s, long enough for a
+        # short I/O to finish unseen.
+        for _ in range(BUSY_ROUNDS):
+            if answered.is_set():
+                break
+            await anyio.lowlevel.checkpoint()
+        if answered.is_set():
+            commands = answers[0]
+            if commands:
+                self.commands.extend(commands)
+            return commands
+        self._script.popleft()
+        self._log("caller", "hangs up while the flow is busy")
+        self.ended_by = "caller"
+        # What the flow answers after this is for a call that is gone: nobody runs it.
+        await self._deliver("hangup", by="caller")
+        return None
+
     async def _execute(self, queue: deque[Command]) -> None:
         session = self._session
         assert session is not None
         while True:
+            if self.ended_by is not None:
+                return
             if not queue:
                 if session.done or session.ended:
                     if self.ended_by is None:
@@ -290,7 +352,7 @@ class FakeCall:
     def _caller_hangs_up(self) -> bool:
         if self.hang_up_at is not None and self.blocking >= self.hang_up_at:
             return True
-        if self._script and self._script[0].action == "hang_up":
+        if self._script and self._script[0].action in ("hang_up", "hang_up_busy"):
             self._script.popleft()
             return True
         return False
@@ -324,6 +386,11 @@ class FakeCall:
         if command.prompt is not None:
             self._hear(command.prompt)
         step = self._script.popleft() if self._script else _Step("speak", seconds=5.0)
+        if step.action == "record_nothing":
+            # No recording at all: no recording events, the platform just goes on.
+            self.clock += command.silence_timeout
+            self._log("caller", "records nothing")
+            return await self._deliver("resumed", step=command.step)
         seconds = step.seconds if step.action == "speak" else 3.0
         seconds = min(seconds, command.max_length)
         self._recordings += 1
