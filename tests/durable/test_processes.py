@@ -56,6 +56,16 @@ async def delivered(sim: Simulator, call: SimCall, event_name: str, count: int) 
                 return
 
 
+async def step_started(log: Path, what: str) -> int:
+    """Wait until a worker starts the step ``what``; its pid."""
+    with anyio.fail_after(WAIT):
+        while not any(done == what for done, _ in steps(log)):  # noqa: ASYNC110
+            # The step's own file is the only signal that it has started.
+            await anyio.sleep(0.01)
+    [pid] = [pid for done, pid in steps(log) if done == what]
+    return pid
+
+
 async def answer(caller: LiveCaller, question: str, key: str) -> None:
     assert await caller.wait_for(f"Question {question}.", timeout=WAIT), caller.heard
     assert await caller.press(key)
@@ -206,11 +216,7 @@ async def test_a_worker_paused_past_its_lease_cannot_write_and_drops_its_copy(
             call = await sim.place_inbound_call(CALLER, NUMBER)
             caller = LiveCaller(call.main)
             await answer(caller, "one", "1")
-            with anyio.fail_after(WAIT):
-                while not any(what == "after one" for what, _ in steps(log)):  # noqa: ASYNC110
-                    # The step's own file is the only signal that it has started.
-                    await anyio.sleep(0.01)
-            [paused_pid] = [pid for what, pid in steps(log) if what == "after one"]
+            paused_pid = await step_started(log, "after one")
             paused = next(w for w in workers if w.popen.pid == paused_pid)
             other = next(w for w in workers if w is not paused)
             paused.signal(signal.SIGSTOP)
@@ -301,11 +307,7 @@ async def test_a_flow_whose_worker_died_in_its_own_code_is_taken_over_by_the_swe
             call = await sim.place_inbound_call(CALLER, NUMBER)
             caller = LiveCaller(call.main)
             await answer(caller, "one", "1")
-            with anyio.fail_after(WAIT):
-                while not any(what == "after one" for what, _ in steps(log)):  # noqa: ASYNC110
-                    # The step's own file is the only signal that it has started.
-                    await anyio.sleep(0.01)
-            [pid] = [pid for what, pid in steps(log) if what == "after one"]
+            pid = await step_started(log, "after one")
             owner = next(w for w in workers if w.popen.pid == pid)
             # Answered empty once the budget is spent (and received: the platform says so),
             # while the step runs on in the worker.

@@ -29,6 +29,7 @@ from callflow.simulator import (
     serve_asgi,
     serve_simulator,
 )
+from callflow.simulator._engine import SimCall
 
 from ._wire import WireRecorder, normalise
 
@@ -127,6 +128,17 @@ async def test_cached_and_replayed_runs_agree_under_both_event_loops(
 # -- steps, values and determinism ------------------------------------------------------------
 
 
+async def survey_until_question_two(sim: Simulator) -> SimCall:
+    """A call into the survey that presses 1 then 2, once it hears question two."""
+    with sim.subscribe() as events:
+        call = await sim.place_inbound_call(CALLER, "+34900000077",
+                                            script=["press-next:1", "press-next:2"])
+        async for event in events:
+            if event.entry is not None and event.entry.text == "Question two.":
+                break
+    return call
+
+
 def survey_app(runs: list[str]) -> callflow.App:
     app = callflow.App()
 
@@ -202,15 +214,10 @@ async def test_a_flow_changed_under_a_live_call_ends_that_call_with_the_apology(
         await call.gather(prompt="Something else.", num_digits=1)
 
     async with served(app, platform, store=sqlite_url, cache_size=0) as (sim, wire):
-        with sim.subscribe() as events:
-            call = await sim.place_inbound_call(CALLER, "+34900000077",
-                                                script=["press-next:1", "press-next:2"])
-            async for event in events:
-                if event.entry is not None and event.entry.text == "Question two.":
-                    # A deploy of a different flow while the call is waiting.
-                    spec = app.flows["survey"]
-                    app._flows["survey"] = callflow.FlowSpec(spec.name, changed, spec.numbers)
-                    break
+        call = await survey_until_question_two(sim)
+        # A deploy of a different flow while the call is waiting.
+        spec = app.flows["survey"]
+        app._flows["survey"] = callflow.FlowSpec(spec.name, changed, spec.numbers)
         with anyio.fail_after(15):
             transcript = await call.wait_ended()
     assert transcript.spoken[-1] == app.settings.apology
@@ -244,18 +251,13 @@ async def test_a_store_outage_mid_call_is_a_503_and_the_caller_hears_the_apology
 
     app = survey_app([])
     async with served(app, platform, store=sqlite_url) as (sim, wire):
-        with sim.subscribe() as events:
-            call = await sim.place_inbound_call(CALLER, "+34900000077",
-                                                script=["press-next:1", "press-next:2"])
-            async for event in events:
-                if event.entry is not None and event.entry.text == "Question two.":
-                    assert app.store is not None
+        call = await survey_until_question_two(sim)
+        assert app.store is not None
 
-                    async def down(*args: Any, **kwargs: Any) -> Any:
-                        raise StoreUnavailable("the store at test did not answer within 5 s")
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("the store at test did not answer within 5 s")
 
-                    app.store.begin = down  # type: ignore[method-assign]
-                    break
+        app.store.begin = down  # type: ignore[method-assign]
         with anyio.fail_after(15):
             transcript = await call.wait_ended()
     assert 503 in [s for _, s, _ in wire.exchanges]
@@ -294,15 +296,10 @@ async def test_a_call_whose_history_cannot_be_read_ends_with_the_apology(
 
     app = survey_app([])
     async with served(app, platform, store=sqlite_url, cache_size=0) as (sim, wire):
-        with sim.subscribe() as events:
-            call = await sim.place_inbound_call(CALLER, "+34900000077",
-                                                script=["press-next:1", "press-next:2"])
-            async for event in events:
-                if event.entry is not None and event.entry.text == "Question two.":
-                    with sqlite3.connect(sqlite_url[len("sqlite:///"):]) as db:
-                        db.execute("UPDATE callflow_history SET entry = ? WHERE seq = 1",
-                                   ('{"t": "start", "flow": 7}',))
-                    break
+        call = await survey_until_question_two(sim)
+        with sqlite3.connect(sqlite_url[len("sqlite:///"):]) as db:
+            db.execute("UPDATE callflow_history SET entry = ? WHERE seq = 1",
+                       ('{"t": "start", "flow": 7}',))
         with anyio.fail_after(15):
             transcript = await call.wait_ended()
     assert transcript.spoken[-1] == app.settings.apology
