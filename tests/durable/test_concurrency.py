@@ -1,0 +1,80 @@
+"""One writer per call: the same notification delivered to two workers at once.
+
+Two apps (two workers, as far as the store can tell: each has its own lease owner) share
+one store; each notification is handed to both at the same moment. The call must advance
+once, both must answer the same, and the history must hold each entry once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+import callflow
+from callflow.platforms import Webhook
+
+pytestmark = pytest.mark.anyio
+
+NUMBER = "+34900000077"
+
+
+def _app(store: str, runs: list[str]) -> callflow.App:
+    app = callflow.App(store=store, secret="s3cret", platform_url="http://127.0.0.1:9",
+                       response_budget=None)
+
+    def note(what: str) -> str:
+        runs.append(what)
+        return what
+
+    @app.flow(number=NUMBER)
+    async def survey(call: callflow.Call) -> None:
+        await call.step(note, "start")
+        first = await call.gather(prompt="Question one.", num_digits=1)
+        await call.step(note, f"pressed {first.digits}")
+        await call.gather(prompt="Question two.", num_digits=1)
+
+    return app
+
+
+def _body(event: str, **extra: Any) -> bytes:
+    return json.dumps({"eventName": event, "callId": "c1", "legId": "l1",
+                       "callerId": "tel:+34600000001", "destination": f"tel:{NUMBER}",
+                       "timestamp": "2026-12-03T10:00:00Z", **extra}).encode()
+
+
+async def _both(apps: list[callflow.App], body: bytes, query: dict[str, str]) -> list[Any]:
+    replies: list[Any] = [None, None]
+
+    async def one(index: int) -> None:
+        reply = await apps[index].handle_webhook(
+            Webhook("POST", "http://app/", "/", query, {}, body))
+        replies[index] = (reply.status, reply.json_body())
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(apps)):
+            tg.start_soon(one, index)
+    return replies
+
+
+async def test_a_notification_delivered_to_two_workers_at_once_advances_the_call_once(
+    store_url: str,
+) -> None:
+    runs: list[str] = []
+    apps = [_app(store_url, runs), _app(store_url, runs)]
+    async with apps[0], apps[1]:
+        started = await _both(apps, _body("CalledNumber"), {})
+        pressed = await _both(apps, _body("DigitsCollected", digits="4"), {"step": "1"})
+        store = apps[0].store
+        assert store is not None
+        history = await store.history("c1")
+    assert started[0] == started[1] and started[0][0] == 200
+    assert "Question one." in json.dumps(started[0][1])
+    assert pressed[0] == pressed[1] and "Question two." in json.dumps(pressed[0][1])
+    assert runs == ["start", "pressed 4"]  # each step once, on whichever worker won
+    assert history is not None
+    kinds = [e["t"] for e in history]
+    assert kinds.count("start") == 1 and kinds.count("verb") == 1
+    assert kinds.count("answer") == 2
