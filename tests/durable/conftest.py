@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -53,6 +54,17 @@ def postgresql_url(postgresql_ready: None) -> Iterator[str]:
     yield f"{POSTGRESQL}{sep}options={quote(f'-csearch_path={schema}')}"
     with psycopg.connect(POSTGRESQL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def haproxy_ready() -> None:
+    """Debian's haproxy, for the tests that put two workers behind a load balancer."""
+    if shutil.which("haproxy"):
+        return
+    problem = "haproxy is not installed (apt-get install haproxy)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{problem}; .ci/run installs it")
+    pytest.skip(problem)
 
 
 @pytest.fixture

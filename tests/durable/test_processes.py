@@ -110,7 +110,7 @@ async def test_kill_9_between_two_prompts_then_a_restart_lets_the_call_go_on(
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_two_workers_behind_haproxy_take_a_calls_notifications_alternately(
-    store_url: str, tmp_path: Path,
+    haproxy_ready: None, store_url: str, tmp_path: Path,
 ) -> None:
     log = tmp_path / "steps.txt"
     env = {"SURVEY_STEPS": str(log)}
@@ -163,7 +163,7 @@ async def behind_haproxy(store_url: str, sim: Simulator, sim_url: str, tmp_path:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("point", ["inside-step", "after-record"])
 async def test_a_worker_killed_mid_notification_is_replaced_by_another(
-    point: str, store_url: str, tmp_path: Path,
+    haproxy_ready: None, point: str, store_url: str, tmp_path: Path,
 ) -> None:
     """SIGKILL inside a step, or after its record before the answer: the platform's
     retry (BlueVia's fallback request) reaches the other worker, which waits out the
@@ -200,7 +200,7 @@ async def test_a_worker_killed_mid_notification_is_replaced_by_another(
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_worker_paused_past_its_lease_cannot_write_and_drops_its_copy(
-    store_url: str, tmp_path: Path,
+    haproxy_ready: None, store_url: str, tmp_path: Path,
 ) -> None:
     """SIGSTOP a worker inside a step, past its lease: the other worker takes the call over
     (through the platform's fallback request) and advances it; on SIGCONT the first one's
@@ -245,7 +245,7 @@ async def test_a_worker_paused_past_its_lease_cannot_write_and_drops_its_copy(
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_rolling_restart_of_both_workers_under_load_loses_no_call(
-    store_url: str, tmp_path: Path,
+    haproxy_ready: None, store_url: str, tmp_path: Path,
 ) -> None:
     """Calls in progress while each worker in turn gets SIGTERM and a successor on its
     port: haproxy's health checks move the traffic, the store carries the calls over."""
@@ -293,7 +293,7 @@ async def test_a_rolling_restart_of_both_workers_under_load_loses_no_call(
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_flow_whose_worker_died_in_its_own_code_is_taken_over_by_the_sweep(
-    store_url: str, tmp_path: Path,
+    haproxy_ready: None, store_url: str, tmp_path: Path,
 ) -> None:
     """The setcommands path: the flow missed the response budget inside a slow step, so
     its notification was answered and no request waits for it. Its worker dies there;
