@@ -476,6 +476,8 @@ class App:
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
+        if self._durable is None:
+            session.release()
 
     def runner_finished(self, runner: Runner) -> None:
         call_id = runner.session.call.id
@@ -549,6 +551,10 @@ class App:
             if attempt < attempts:
                 await anyio.sleep(delay)
                 delay *= 2
+                if session.ended and session.ended_by != "app":
+                    # The caller hung up meanwhile: nobody is left to hear the commands.
+                    logger.info("%s: the call ended; no more %s attempts", call_id, what)
+                    return
         raise PlatformError(f"{what} failed {attempts} times")
 
     async def configure_numbers(self) -> dict[str, str]:

@@ -288,6 +288,43 @@ _ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
 _COLLECTED = frozenset({"answered", "hangup", "recording_stopped", *LEG_FAILURES})
 
 
+class _Over:
+    """What a ``Call`` holds instead of its session once the session is over.
+
+    A session and its ``Call`` point at each other: without this the pair (and the
+    flow's frames) would wait for the cyclic garbage collector.  Every verb raises
+    ``CallEnded``, as it would on the finished session.
+    """
+
+    __slots__ = ("ended_by", "id")
+
+    ended = True
+    evicted = False
+    observers = None
+
+    def __init__(self, call_id: str, ended_by: str | None) -> None:
+        self.id, self.ended_by = call_id, ended_by or "caller"
+
+    def check_alive(self) -> None:
+        raise CallEnded(self.id, self.ended_by)
+
+    def queue(self, command: Command) -> None:
+        self.check_alive()
+
+    async def block(self, make: Callable[[int], BlockingCommand]) -> Any:
+        self.check_alive()
+
+    async def hangup(self, reason: Any) -> None:
+        self.check_alive()
+
+    async def run_step(self, func: Callable[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        self.check_alive()
+
+    def value(self, kind: str, make: Callable[[], Any]) -> Any:
+        return make()
+
+
 class Session:
     """One call's flow, suspended between notifications."""
 
@@ -597,6 +634,11 @@ class Session:
                                event.name or event.kind)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
+
+    def release(self) -> None:
+        """Over and forgotten: let go of the ``Call`` (see ``_Over``), which the flow may keep."""
+        over: Any = _Over(self.call.id, self.ended_by)
+        self.call._session = over
 
     # -- the flow side ----------------------------------------------------------
 
