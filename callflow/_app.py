@@ -57,17 +57,27 @@ _PUSH_NAMES = {"bluevia": "setcommands", "twilio": "call update"}
 ENDED_MEMORY = 10_000
 """How many ended call ids are remembered, to answer their late notifications harmlessly."""
 
+_ANSWERED = frozenset({"digits", "resumed", "answered"})
+"""Kinds of notification whose answer is what the call does next (besides ``incoming``)."""
+
 SHUTDOWN_CONCURRENCY = 64
 """Hang-ups in flight at once when the app shuts down with calls in progress."""
 
 
 class _Ended:
-    """What is remembered of an ended call: its last answer, for a redelivery of its question."""
+    """What is remembered of an ended call: its last answer, for a redelivery of its question.
 
-    __slots__ = ("first", "key", "response")
+    ``late`` answers any other notification that waits for commands (``_ANSWERED``):
+    nothing for a call that ended as calls do, a hang-up for one the app did not know (it
+    may still be up on the platform's side).  Other notifications get nothing: on BlueVia
+    their answer would replace what the call is about to do (the apology).
+    """
 
-    def __init__(self, key: EventKey | None, response: list[Command] | None, first: bool) -> None:
-        self.key, self.response, self.first = key, response, first
+    __slots__ = ("first", "key", "late", "response")
+
+    def __init__(self, key: EventKey | None, response: list[Command] | None, first: bool,
+                 late: list[Command] | None = None) -> None:
+        self.key, self.response, self.first, self.late = key, response, first, late
 
     @classmethod
     def of(cls, session: Session | None) -> _Ended:
@@ -486,7 +496,10 @@ class App:
         self._remember_ended(call_id)
 
     def _remember_ended(self, call_id: str, session: Session | None = None) -> None:
-        self._ended[call_id] = _Ended.of(session)
+        self._remember(call_id, _Ended.of(session))
+
+    def _remember(self, call_id: str, ended: _Ended) -> None:
+        self._ended[call_id] = ended
         if len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)
 
@@ -785,13 +798,13 @@ class App:
                 # A redelivery of the notification that ended the call gets the same answer.
                 if ended.key is not None and event_key(event) == ended.key:
                     return call_id, ended.response, ended.first
-                return call_id, None, False
+                return call_id, ended.late if event.kind in _ANSWERED else None, False
             if self._closing and event.kind == "incoming":
                 logger.warning("%s: a call arrived while shutting down; apologising", call_id)
                 return call_id, self._apology(), True
             session = self._new_session(event, query)
             if session is None:
-                return call_id, self._answer_orphan(event, query), False
+                return call_id, self._answer_unknown(event, query), False
         commands = await session.handle(event)
         first, session.first_batch = session.first_batch, False
         return call_id, commands, first
@@ -844,10 +857,14 @@ class App:
                     await cast("ExecutingPlatform", self.platform).reject(self.http, event)
                 except PlatformError as exc:
                     logger.warning("%s: could not reject the call: %s", call_id, exc)
-            elif self._answer_orphan(event, query, strict=False) is None and (
-                    event.kind == "hangup" or event.kind in LEG_FAILURES):
-                # Its hang-up overtook its start: never start it.
+            elif query.get("out", "") in self._outbound:
+                self._answer_orphan(event, query, strict=False)
+            else:
+                # Its hang-up overtook its start (never start it), or a call this app does
+                # not know (it restarted, or forgot the call): end it for good.
                 self._remember_ended(call_id)
+                if event.kind != "hangup" and event.kind not in LEG_FAILURES:
+                    self._end_unknown_call(event)
             return
         runner = Runner(self, session, cast("ExecutingPlatform", self.platform), self.http,
                         first=event, callback_url=self.callback_url)
@@ -902,6 +919,57 @@ class App:
             raise NotificationError(404, "unknown_call", f"no live call {event.call_id!r}")
         return None
 
+    def _answer_unknown(self, event: Event, query: Mapping[str, str]) -> list[Command] | None:
+        """Memory mode: an event for a call this app does not know (it restarted, or forgot
+        the call long ago) ends the call for good, rather than a 404 the platform would
+        fall back from (BlueVia) and whose fallback answer's own notifications would 404
+        again, round and round."""
+        if event.kind == "incoming" or query.get("out", "") in self._outbound:
+            return self._answer_orphan(event, query)
+        late: list[Command] = [Hangup()]
+        if event.kind == "hangup" or event.kind in LEG_FAILURES:
+            self._remember(event.call_id, _Ended(None, None, False, late))
+            return None
+        logger.warning("%s: %s for a call this app does not know (restarted, or forgot it); "
+                       "apologising and hanging up", event.call_id, event.name or event.kind)
+        commands = self._apology()
+        if event.kind in _ANSWERED:
+            self._remember(event.call_id, _Ended(event_key(event), commands, False, late))
+            return commands
+        # The call is busy with something (a prompt, a gather): interrupt it by REST.
+        self._remember(event.call_id, _Ended(None, None, False, late))
+        call_id = event.call_id
+
+        async def push() -> None:
+            try:
+                await self.platform.push(self.http, call_id, commands, url_for=_no_url)
+            except PlatformError as exc:
+                if not exc.gone:
+                    logger.warning("%s: could not end the unknown call: %s", call_id, exc)
+
+        self.spawn(push)
+        return None
+
+    def _end_unknown_call(self, event: Event) -> None:
+        """``execute`` mode's ``_answer_unknown``: a runner that apologises and hangs up."""
+        apology = self.settings.apology
+
+        async def apologise(call: Call) -> None:
+            if apology:
+                await call.say(apology)
+
+        logger.warning("%s: %s for a call this app does not know (restarted, or forgot it); "
+                       "apologising and hanging up", event.call_id, event.name or event.kind)
+        call = Call(event.call_id, caller=event.caller, callee=event.callee)
+        session = Session(self, call, apologise)
+        # The call's own leg (its id): its first command is the apology, as if just answered.
+        first = Event(kind="answered", call_id=event.call_id, leg_id=event.call_id,
+                      name="unknown call")
+        runner = Runner(self, session, cast("ExecutingPlatform", self.platform), self.http,
+                        first=first, callback_url=self.callback_url)
+        self._runners[event.call_id] = runner
+        self.spawn(runner.run)
+
     def _apology(self) -> list[Command]:
         commands: list[Command] = [Hangup()]
         if self.settings.apology:
@@ -909,6 +977,12 @@ class App:
         return commands
 
     def _fallback(self, event: Event, session: Session | None) -> list[Command]:
+        if self._durable is None and session is None:
+            ended = self._ended.get(event.call_id)
+            if ended is not None and ended.late is not None:
+                return ended.late  # apologised already: no second apology
+            # Remembered as ended, so the apology's own notifications are answered harmlessly.
+            self._remember(event.call_id, _Ended(None, None, False, [Hangup()]))
         logger.error("%s: the platform could not reach the app (%s); apologising and hanging up",
                      event.call_id, event.reason or "callback unavailable")
         if session is not None:
