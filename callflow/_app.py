@@ -39,6 +39,7 @@ from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key
 from ._settings import Settings
+from ._shutdown import hang_up_all
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
@@ -60,8 +61,6 @@ ENDED_MEMORY = 10_000
 _ANSWERED = frozenset({"digits", "resumed", "answered"})
 """Kinds of notification whose answer is what the call does next (besides ``incoming``)."""
 
-SHUTDOWN_CONCURRENCY = 64
-"""Hang-ups in flight at once when the app shuts down with calls in progress."""
 
 
 class _Ended:
@@ -335,6 +334,10 @@ class App:
         s = self.settings
         return f"{s.public_url}{s.path_prefix}/{s.secret}/fallback"
 
+    def url_for(self, call_id: str) -> UrlFor:
+        """The action URLs of a call's steps."""
+        return self._url_for(call_id)
+
     def action_url(self, call_id: str, step: int) -> str:
         return f"{self.callback_url}?call={quote(call_id, safe='')}&step={step}"
 
@@ -387,8 +390,9 @@ class App:
         if self._durable is not None:
             # The calls go on: from the store, on another worker or after the restart.
             self._durable.evict_all()
-        with anyio.CancelScope(shield=True):
-            await self._hang_up_all()
+        if self._client is not None:
+            with anyio.CancelScope(shield=True):
+                await hang_up_all(self, list(self.sessions.values()))
         stack, self._stack = self._stack, None
         spawner, self._spawner = self._spawner, None
         if spawner is not None:
@@ -439,37 +443,9 @@ class App:
         assert self._tg is not None
         self._tg.start_soon(self._durable.sweep_forever)
 
-    async def _hang_up_all(self) -> None:
-        """Shutting down: end every live call politely, all at once, within push_timeout."""
-        live = [s for s in self.sessions.values() if not s.ended]
-        client = self._client
-        if not live or client is None:
-            return
-        logger.info("shutting down: hanging up %d live call%s", len(live),
-                    "" if len(live) == 1 else "s")
-        goodbye: list[Command] = [Hangup()]
-        if self.settings.shutdown_message:
-            goodbye.insert(0, Say(self.settings.shutdown_message))
-
-        # A bounded number at a time: httpx's pool scans its whole queue for every request,
-        # so 10,000 hang-ups queued at once would take minutes of CPU to hand out.
-        limiter = anyio.CapacityLimiter(SHUTDOWN_CONCURRENCY)
-
-        async def hang_up(session: Session) -> None:
-            session.end(by="app")
-            try:
-                async with limiter:
-                    await self.platform.push(client, session.call.id, list(goodbye),
-                                             url_for=self._url_for(session.call.id))
-            except Exception as exc:
-                logger.warning("%s: could not hang up on shutdown: %s", session.call.id, exc)
-            else:
-                logger.info("%s: hung up on shutdown", session.call.id)
-
-        with anyio.move_on_after(self.settings.push_timeout):
-            async with anyio.create_task_group() as tg:
-                for session in live:
-                    tg.start_soon(hang_up, session)
+    def runner_of(self, call_id: str) -> Runner | None:
+        """The command runner of a live call on an ``execute``-mode platform."""
+        return self._runners.get(call_id)
 
     def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
         if self._spawner is None:

@@ -115,6 +115,16 @@ class Settings:
     recording_grace: float = 5.0
     """Twilio: seconds a ``record()`` the caller hung up on waits for its recording, which
     Twilio may report after the call's end (0: ``CallEnded`` at once)."""
+    idle_timeout: float = 900.0
+    """Memory mode: seconds a call waiting on the platform (a gather, a recording, a hold
+    loop, Telnyx's ``call.answered``) may go without any notification before it is taken
+    for lost (its hang-up went missing): the app logs it, hangs it up by REST and forgets it
+    (0: no limit). A dial or a conference is exempt: a conversation may be long and
+    silent; ``max_call_duration`` bounds it."""
+    shutdown_grace: float = 10.0
+    """Memory mode: seconds the app gives itself at shutdown to hang up every live call
+    (each hears ``shutdown_message``); the calls the platform did not confirm in time are
+    logged (count as a warning, ids at debug)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
