@@ -35,6 +35,7 @@ from ._exceptions import (
     PlatformError,
     UnsupportedFeature,
 )
+from ._expiry import Expiry
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key
@@ -374,6 +375,8 @@ class App:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._spawner = Spawner(self._tg)
             await self._open_store(stack)
+            if self._durable is None:
+                self._tg.start_soon(Expiry(self).run)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -781,6 +784,7 @@ class App:
             session = self._new_session(event, query)
             if session is None:
                 return call_id, self._answer_unknown(event, query), False
+        session.news_at = anyio.current_time()
         commands = await session.handle(event)
         first, session.first_batch = session.first_batch, False
         return call_id, commands, first
@@ -817,6 +821,7 @@ class App:
         call_id = event.call_id
         runner = self._runners.get(call_id)
         if runner is not None:
+            runner.session.news_at = anyio.current_time()
             runner.deliver(event)
             return
         if call_id in self._ended:
@@ -868,6 +873,7 @@ class App:
             return None
         call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data)
         session = Session(self, call, spec.func)
+        session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session
         logger.info("%s: %s call %s → %s runs flow %s", event.call_id, direction, caller,
                     callee, spec.name)

@@ -342,6 +342,7 @@ class Session:
         "_stall",
         "_start_key",
         "_task",
+        "born_at",
         "call",
         "caller_leg",
         "done",
@@ -352,6 +353,7 @@ class Session:
         "flow",
         "host",
         "journal",
+        "news_at",
         "observers",
         "outbox",
         "pending",
@@ -393,6 +395,9 @@ class Session:
         # A record() the caller hung up on, still waiting for its recording (and its timer).
         self._late: _Pending | None = None
         self._late_timer: Cancellable | None = None
+        # When the call began, and when its last notification came (the host's clock:
+        # ``anyio.current_time``), for the memory mode's expiry (``callflow._expiry``).
+        self.born_at = self.news_at = 0.0
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -471,6 +476,15 @@ class Session:
         pending = self.pending
         return (pending is not None and isinstance(pending.command, Dial | Record)
                 and event.kind in _COLLECTED)
+
+    def waits_on_platform(self) -> bool:
+        """Whether the call's next move is the platform's: an answer to a verb, or the
+        callback of a Resume marker.  Not during a dial or a conference, whose parties may
+        talk for long with no news."""
+        pending = self.pending
+        if pending is not None and not self.ended:
+            return not isinstance(pending.command, Dial | Conference)
+        return self._marker is not None or self._held
 
     def last_answer(self) -> tuple[EventKey | None, list[Command] | None, bool]:
         """The last answered notification's key, its answer, and whether it was the first batch."""

@@ -68,16 +68,17 @@ class Recorded:
         self._arrived.set()
         return httpx.Response(200, json={})
 
-    async def wait_for(self, path: str) -> None:
+    async def wait_for(self, path: str, *, partial: bool = False) -> None:
+        """Until a request to ``path`` (with ``partial``: a path ending so) has come."""
         with anyio.fail_after(WAIT):
-            while path not in self.paths:
+            while not any(p == path or (partial and p.endswith(path)) for p in self.paths):
                 self._arrived = anyio.Event()
                 await self._arrived.wait()
 
 
-def recorded_app(platform: str) -> tuple[App, Recorded]:
+def recorded_app(platform: str, **settings: Any) -> tuple[App, Recorded]:
     api = Recorded()
-    app = platform_app(platform)
+    app = platform_app(platform, **settings)
     app._transport = httpx.MockTransport(api)
     return app, api
 
