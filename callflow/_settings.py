@@ -96,7 +96,9 @@ class Settings:
     store_timeout: float = 5.0
     """Seconds a store request may take before the notification gets a 503."""
     max_call_duration: float = 4 * 3600.0
-    """Seconds after which a call with no news is ended (its hang-up was lost; 0: never)."""
+    """Seconds after which a call is taken for one whose hang-up was lost, and ended: hung
+    up by REST and forgotten (memory mode: counted from the call's start; durable mode:
+    with no news). 0: never."""
     history_retention: float = 7 * 86400.0
     """Seconds an ended call's history is kept for ``callflow history`` (0: forever)."""
     command_timeout: float = 120.0
