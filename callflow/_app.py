@@ -36,10 +36,12 @@ from ._exceptions import (
     PlatformError,
     UnsupportedFeature,
 )
+from ._expiry import Expiry
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key
 from ._settings import Settings
+from ._shutdown import hang_up_all
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
@@ -58,17 +60,25 @@ _PUSH_NAMES = {"bluevia": "setcommands", "twilio": "call update"}
 ENDED_MEMORY = 10_000
 """How many ended call ids are remembered, to answer their late notifications harmlessly."""
 
-SHUTDOWN_CONCURRENCY = 64
-"""Hang-ups in flight at once when the app shuts down with calls in progress."""
+_ANSWERED = frozenset({"digits", "resumed", "answered"})
+"""Kinds of notification whose answer is what the call does next (besides ``incoming``)."""
+
 
 
 class _Ended:
-    """What is remembered of an ended call: its last answer, for a redelivery of its question."""
+    """What is remembered of an ended call: its last answer, for a redelivery of its question.
 
-    __slots__ = ("first", "key", "response")
+    ``late`` answers any other notification that waits for commands (``_ANSWERED``):
+    nothing for a call that ended as calls do, a hang-up for one the app did not know (it
+    may still be up on the platform's side).  Other notifications get nothing: on BlueVia
+    their answer would replace what the call is about to do (the apology).
+    """
 
-    def __init__(self, key: EventKey | None, response: list[Command] | None, first: bool) -> None:
-        self.key, self.response, self.first = key, response, first
+    __slots__ = ("first", "key", "late", "response")
+
+    def __init__(self, key: EventKey | None, response: list[Command] | None, first: bool,
+                 late: list[Command] | None = None) -> None:
+        self.key, self.response, self.first, self.late = key, response, first, late
 
     @classmethod
     def of(cls, session: Session | None) -> _Ended:
@@ -326,6 +336,10 @@ class App:
         s = self.settings
         return f"{s.public_url}{s.path_prefix}/{s.secret}/fallback"
 
+    def url_for(self, call_id: str) -> UrlFor:
+        """The action URLs of a call's steps."""
+        return self._url_for(call_id)
+
     def action_url(self, call_id: str, step: int) -> str:
         return f"{self.callback_url}?call={quote(call_id, safe='')}&step={step}"
 
@@ -362,6 +376,8 @@ class App:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._spawner = Spawner(self._tg)
             await self._open_store(stack)
+            if self._durable is None:
+                self._tg.start_soon(Expiry(self).run)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -378,8 +394,9 @@ class App:
         if self._durable is not None:
             # The calls go on: from the store, on another worker or after the restart.
             self._durable.evict_all()
-        with anyio.CancelScope(shield=True):
-            await self._hang_up_all()
+        if self._client is not None:
+            with anyio.CancelScope(shield=True):
+                await hang_up_all(self, list(self.sessions.values()))
         stack, self._stack = self._stack, None
         spawner, self._spawner = self._spawner, None
         if spawner is not None:
@@ -430,37 +447,9 @@ class App:
         assert self._tg is not None
         self._tg.start_soon(self._durable.sweep_forever)
 
-    async def _hang_up_all(self) -> None:
-        """Shutting down: end every live call politely, all at once, within push_timeout."""
-        live = [s for s in self.sessions.values() if not s.ended]
-        client = self._client
-        if not live or client is None:
-            return
-        logger.info("shutting down: hanging up %d live call%s", len(live),
-                    "" if len(live) == 1 else "s")
-        goodbye: list[Command] = [Hangup()]
-        if self.settings.shutdown_message:
-            goodbye.insert(0, Say(self.settings.shutdown_message))
-
-        # A bounded number at a time: httpx's pool scans its whole queue for every request,
-        # so 10,000 hang-ups queued at once would take minutes of CPU to hand out.
-        limiter = anyio.CapacityLimiter(SHUTDOWN_CONCURRENCY)
-
-        async def hang_up(session: Session) -> None:
-            session.end(by="app")
-            try:
-                async with limiter:
-                    await self.platform.push(client, session.call.id, list(goodbye),
-                                             url_for=self._url_for(session.call.id))
-            except Exception as exc:
-                logger.warning("%s: could not hang up on shutdown: %s", session.call.id, exc)
-            else:
-                logger.info("%s: hung up on shutdown", session.call.id)
-
-        with anyio.move_on_after(self.settings.push_timeout):
-            async with anyio.create_task_group() as tg:
-                for session in live:
-                    tg.start_soon(hang_up, session)
+    def runner_of(self, call_id: str) -> Runner | None:
+        """The command runner of a live call on an ``execute``-mode platform."""
+        return self._runners.get(call_id)
 
     def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> Cancellable:
         if self._spawner is None:
@@ -477,6 +466,8 @@ class App:
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
+        if self._durable is None:
+            session.release()
 
     def runner_finished(self, runner: Runner) -> None:
         call_id = runner.session.call.id
@@ -485,7 +476,10 @@ class App:
         self._remember_ended(call_id)
 
     def _remember_ended(self, call_id: str, session: Session | None = None) -> None:
-        self._ended[call_id] = _Ended.of(session)
+        self._remember(call_id, _Ended.of(session))
+
+    def _remember(self, call_id: str, ended: _Ended) -> None:
+        self._ended[call_id] = ended
         if len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)
 
@@ -550,6 +544,10 @@ class App:
             if attempt < attempts:
                 await anyio.sleep(delay)
                 delay *= 2
+                if session.ended and session.ended_by != "app":
+                    # The caller hung up meanwhile: nobody is left to hear the commands.
+                    logger.info("%s: the call ended; no more %s attempts", call_id, what)
+                    return
         raise PlatformError(f"{what} failed {attempts} times")
 
     async def configure_numbers(self) -> dict[str, str]:
@@ -786,13 +784,14 @@ class App:
                 # A redelivery of the notification that ended the call gets the same answer.
                 if ended.key is not None and event_key(event) == ended.key:
                     return call_id, ended.response, ended.first
-                return call_id, None, False
+                return call_id, ended.late if event.kind in _ANSWERED else None, False
             if self._closing and event.kind == "incoming":
                 logger.warning("%s: a call arrived while shutting down; apologising", call_id)
                 return call_id, self._apology(), True
             session = self._new_session(event, query)
             if session is None:
-                return call_id, self._answer_orphan(event, query), False
+                return call_id, self._answer_unknown(event, query), False
+        session.news_at = anyio.current_time()
         commands = await session.handle(event)
         first, session.first_batch = session.first_batch, False
         return call_id, commands, first
@@ -829,6 +828,7 @@ class App:
         call_id = event.call_id
         runner = self._runners.get(call_id)
         if runner is not None:
+            runner.session.news_at = anyio.current_time()
             runner.deliver(event)
             return
         if call_id in self._ended:
@@ -845,10 +845,14 @@ class App:
                     await cast("ExecutingPlatform", self.platform).reject(self.http, event)
                 except PlatformError as exc:
                     logger.warning("%s: could not reject the call: %s", call_id, exc)
-            elif self._answer_orphan(event, query, strict=False) is None and (
-                    event.kind == "hangup" or event.kind in LEG_FAILURES):
-                # Its hang-up overtook its start: never start it.
+            elif query.get("out", "") in self._outbound:
+                self._answer_orphan(event, query, strict=False)
+            else:
+                # Its hang-up overtook its start (never start it), or a call this app does
+                # not know (it restarted, or forgot the call): end it for good.
                 self._remember_ended(call_id)
+                if event.kind != "hangup" and event.kind not in LEG_FAILURES:
+                    self._end_unknown_call(event)
             return
         runner = Runner(self, session, cast("ExecutingPlatform", self.platform), self.http,
                         first=event, callback_url=self.callback_url)
@@ -876,6 +880,7 @@ class App:
             return None
         call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data)
         session = Session(self, call, spec.func)
+        session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session
         logger.info("%s: %s call %s → %s runs flow %s", event.call_id, direction, caller,
                     callee, spec.name)
@@ -903,6 +908,57 @@ class App:
             raise NotificationError(404, "unknown_call", f"no live call {event.call_id!r}")
         return None
 
+    def _answer_unknown(self, event: Event, query: Mapping[str, str]) -> list[Command] | None:
+        """Memory mode: an event for a call this app does not know (it restarted, or forgot
+        the call long ago) ends the call for good, rather than a 404 the platform would
+        fall back from (BlueVia) and whose fallback answer's own notifications would 404
+        again, round and round."""
+        if event.kind == "incoming" or query.get("out", "") in self._outbound:
+            return self._answer_orphan(event, query)
+        late: list[Command] = [Hangup()]
+        if event.kind == "hangup" or event.kind in LEG_FAILURES:
+            self._remember(event.call_id, _Ended(None, None, False, late))
+            return None
+        logger.warning("%s: %s for a call this app does not know (restarted, or forgot it); "
+                       "apologising and hanging up", event.call_id, event.name or event.kind)
+        commands = self._apology()
+        if event.kind in _ANSWERED:
+            self._remember(event.call_id, _Ended(event_key(event), commands, False, late))
+            return commands
+        # The call is busy with something (a prompt, a gather): interrupt it by REST.
+        self._remember(event.call_id, _Ended(None, None, False, late))
+        call_id = event.call_id
+
+        async def push() -> None:
+            try:
+                await self.platform.push(self.http, call_id, commands, url_for=_no_url)
+            except PlatformError as exc:
+                if not exc.gone:
+                    logger.warning("%s: could not end the unknown call: %s", call_id, exc)
+
+        self.spawn(push)
+        return None
+
+    def _end_unknown_call(self, event: Event) -> None:
+        """``execute`` mode's ``_answer_unknown``: a runner that apologises and hangs up."""
+        apology = self.settings.apology
+
+        async def apologise(call: Call) -> None:
+            if apology:
+                await call.say(apology)
+
+        logger.warning("%s: %s for a call this app does not know (restarted, or forgot it); "
+                       "apologising and hanging up", event.call_id, event.name or event.kind)
+        call = Call(event.call_id, caller=event.caller, callee=event.callee)
+        session = Session(self, call, apologise)
+        # The call's own leg (its id): its first command is the apology, as if just answered.
+        first = Event(kind="answered", call_id=event.call_id, leg_id=event.call_id,
+                      name="unknown call")
+        runner = Runner(self, session, cast("ExecutingPlatform", self.platform), self.http,
+                        first=first, callback_url=self.callback_url)
+        self._runners[event.call_id] = runner
+        self.spawn(runner.run)
+
     def _apology(self) -> list[Command]:
         commands: list[Command] = [Hangup()]
         if self.settings.apology:
@@ -910,6 +966,12 @@ class App:
         return commands
 
     def _fallback(self, event: Event, session: Session | None) -> list[Command]:
+        if self._durable is None and session is None:
+            ended = self._ended.get(event.call_id)
+            if ended is not None and ended.late is not None:
+                return ended.late  # apologised already: no second apology
+            # Remembered as ended, so the apology's own notifications are answered harmlessly.
+            self._remember(event.call_id, _Ended(None, None, False, [Hangup()]))
         logger.error("%s: the platform could not reach the app (%s); apologising and hanging up",
                      event.call_id, event.reason or "callback unavailable")
         if session is not None:

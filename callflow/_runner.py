@@ -277,9 +277,19 @@ class Runner:
                           reason=event.reason, by="caller", name=event.name, id=event.id,
                           raw=event.raw)
         await self.session.handle(event)
-        self._stop()
+        self.stop()
 
-    def _stop(self) -> None:
+    async def interrupt(self) -> None:
+        """Stop executing the call's commands, and the one in progress on the platform
+        (the call is about to be ended some other way: the app shuts down)."""
+        current = self._current
+        self.stop()
+        if current is not None:
+            with suppress(CallflowError):
+                await self.platform.stop(self.control, current)
+
+    def stop(self) -> None:
+        """Stop executing the call's commands (it is over, or ended some other way)."""
         self.over = True
         if self._tg_scope is not None:
             self._tg_scope.cancel()

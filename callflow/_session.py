@@ -288,6 +288,43 @@ _ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
 _COLLECTED = frozenset({"answered", "hangup", "recording_stopped", *LEG_FAILURES})
 
 
+class _Over:
+    """What a ``Call`` holds instead of its session once the session is over.
+
+    A session and its ``Call`` point at each other: without this the pair (and the
+    flow's frames) would wait for the cyclic garbage collector.  Every verb raises
+    ``CallEnded``, as it would on the finished session.
+    """
+
+    __slots__ = ("ended_by", "id")
+
+    ended = True
+    evicted = False
+    observers = None
+
+    def __init__(self, call_id: str, ended_by: str | None) -> None:
+        self.id, self.ended_by = call_id, ended_by or "caller"
+
+    def check_alive(self) -> None:
+        raise CallEnded(self.id, self.ended_by)
+
+    def queue(self, command: Command) -> None:
+        self.check_alive()
+
+    async def block(self, make: Callable[[int], BlockingCommand]) -> Any:
+        self.check_alive()
+
+    async def hangup(self, reason: Any) -> None:
+        self.check_alive()
+
+    async def run_step(self, func: Callable[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        self.check_alive()
+
+    def value(self, kind: str, make: Callable[[], Any]) -> Any:
+        return make()
+
+
 class Session:
     """One call's flow, suspended between notifications."""
 
@@ -305,6 +342,7 @@ class Session:
         "_stall",
         "_start_key",
         "_task",
+        "born_at",
         "call",
         "caller_leg",
         "done",
@@ -315,6 +353,7 @@ class Session:
         "flow",
         "host",
         "journal",
+        "news_at",
         "observers",
         "outbox",
         "pending",
@@ -356,6 +395,9 @@ class Session:
         # A record() the caller hung up on, still waiting for its recording (and its timer).
         self._late: _Pending | None = None
         self._late_timer: Cancellable | None = None
+        # When the call began, and when its last notification came (the host's clock:
+        # ``anyio.current_time``), for the memory mode's expiry (``callflow._expiry``).
+        self.born_at = self.news_at = 0.0
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -434,6 +476,15 @@ class Session:
         pending = self.pending
         return (pending is not None and isinstance(pending.command, Dial | Record)
                 and event.kind in _COLLECTED)
+
+    def waits_on_platform(self) -> bool:
+        """Whether the call's next move is the platform's: an answer to a verb, or the
+        callback of a Resume marker.  Not during a dial or a conference, whose parties may
+        talk for long with no news."""
+        pending = self.pending
+        if pending is not None and not self.ended:
+            return not isinstance(pending.command, Dial | Conference)
+        return self._marker is not None or self._held
 
     def last_answer(self) -> tuple[EventKey | None, list[Command] | None, bool]:
         """The last answered notification's key, its answer, and whether it was the first batch."""
@@ -597,6 +648,11 @@ class Session:
                                event.name or event.kind)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
+
+    def release(self) -> None:
+        """Over and forgotten: let go of the ``Call`` (see ``_Over``), which the flow may keep."""
+        over: Any = _Over(self.call.id, self.ended_by)
+        self.call._session = over
 
     # -- the flow side ----------------------------------------------------------
 

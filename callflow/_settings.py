@@ -96,8 +96,9 @@ class Settings:
     store_timeout: float = 5.0
     """Seconds a store request may take before the notification gets a 503."""
     max_call_duration: float = 4 * 3600.0
-    """Seconds after its start at which a call still live is ended: its hang-up was lost
-    (0: never). Keep it above the longest call you expect (a conference, a long dial)."""
+    """Seconds after its start at which a call still live is taken for one whose hang-up
+    was lost, and ended: hung up by REST and forgotten (memory and durable mode alike;
+    0: never). Keep it above the longest call you expect (a conference, a long dial)."""
     history_retention: float = 7 * 86400.0
     """Seconds an ended call's history is kept for ``callflow history`` (0: forever)."""
     command_timeout: float = 120.0
@@ -116,6 +117,16 @@ class Settings:
     recording_grace: float = 5.0
     """Twilio: seconds a ``record()`` the caller hung up on waits for its recording, which
     Twilio may report after the call's end (0: ``CallEnded`` at once)."""
+    idle_timeout: float = 900.0
+    """Memory mode: seconds a call waiting on the platform (a gather, a recording, a hold
+    loop, Telnyx's ``call.answered``) may go without any notification before it is taken
+    for lost (its hang-up went missing): the app logs it, hangs it up by REST and forgets it
+    (0: no limit). A dial or a conference is exempt: a conversation may be long and
+    silent; ``max_call_duration`` bounds it."""
+    shutdown_grace: float = 10.0
+    """Memory mode: seconds the app gives itself at shutdown to hang up every live call
+    (each hears ``shutdown_message``); the calls the platform did not confirm in time are
+    logged (count as a warning, ids at debug)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -472,16 +472,16 @@ async def test_caller_hangup_runs_the_flows_finally_and_forgets_the_call() -> No
 
 
 @pytest.mark.anyio
-async def test_unknown_call_id_is_a_404_json_error() -> None:
+async def test_unknown_call_id_is_ended_with_an_apology() -> None:
+    # Memory mode: a call the app does not know (it restarted) is ended for good, not a
+    # 404 the platform would fall back from (see tests/reliability/test_unknown_calls.py).
     app, _ = reception_app()
     async with serve(app) as client:
         response = await client.post(action(1, "nope"),
                                      json=note("DigitsCollected", call_id="nope", digits="1"))
-        assert response.status_code == 404
-        assert response.headers["content-type"] == "application/json"
-        error = response.json()["error"]
-        assert error["code"] == "unknown_call"
-        assert "'nope'" in error["message"]
+        assert response.status_code == 200
+        commands = response.json()["commands"]
+        assert "speak" in commands[0] and commands[-1] == {"hangup": {"reason": "rejected"}}
 
 
 # -- what the platform must not be able to do -----------------------------------------------------

@@ -34,11 +34,13 @@ INTERNAL_MODULES = {
     "_cmd_simulator",  # callflow simulator: the simulator as a server
     "_cmd_history",  # callflow history: a store's calls as transcripts
     "_durable",   # durable calls: leases, replay, the cache, the sweep
+    "_expiry",    # memory mode: ends the calls whose hang-up was lost
     "_journal",   # a call's history entries, and replaying a flow against them
     "_loader",    # loads a flows file for the command line
     "_loopwatch", # warns when a flow blocks the event loop
     "_logsafe",   # escapes control characters in what callflow logs
     "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
+    "_shutdown",  # memory mode: hangs up every live call when the app stops
     "_server",    # runs an app under hypercorn for the command line
     "_session",   # the session runtime
     "_spawner",   # cheap per-call tasks

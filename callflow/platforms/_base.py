@@ -222,3 +222,11 @@ class ExecutingPlatform(Platform, Protocol):
 
     def error(self, response: httpx.Response) -> PlatformError:
         """The ``PlatformError`` for a refused request (``gone`` when the call is over)."""
+
+    def farewell(self, leg: str, message: str | None
+                 ) -> tuple[ApiRequest | None, float, ApiRequest]:
+        """Ending a call by REST alone, when no webhook can come (the app shuts down).
+
+        The request that says ``message`` (None without one), about how long saying it
+        takes, and the request that hangs up.
+        """

@@ -395,6 +395,15 @@ class Telnyx:
         return (f"{number}: via Call Control Application {self.connection_id} "
                 "(webhook_event_url set; the number must be assigned to it)")
 
+    def farewell(self, leg: str, message: str | None
+                 ) -> tuple[ApiRequest | None, float, ApiRequest]:
+        say = None
+        if message:
+            say = self.action(leg, "speak", {**self._voice(Say(message)),
+                                             "command_id": _command_id()})
+        return (say, _saying(message or ""),
+                self.action(leg, "hangup", {"command_id": _command_id()}))
+
     async def reject(self, http: httpx.AsyncClient, event: Event) -> None:
         await self._send(http, self.action(event.leg_id, "reject", {
             "cause": "CALL_REJECTED", "command_id": _command_id()}))
@@ -796,6 +805,11 @@ class Telnyx:
 def _speaking(text: str) -> float:
     """The longest text-to-speech could take to say ``text`` (a slow 5 characters a second)."""
     return len(text) / 5
+
+
+def _saying(text: str) -> float:
+    """How long text-to-speech usually takes to say ``text`` (150 words a minute)."""
+    return 0.4 * len(text.split())
 
 
 def _command_id() -> str:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from callflow import App, Call, Settings
-from callflow._app import SHUTDOWN_CONCURRENCY
+from callflow._shutdown import SHUTDOWN_CONCURRENCY
 
 from ._support import EVENTS, PUBLIC, SECRET, note
 
