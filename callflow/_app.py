@@ -466,8 +466,7 @@ class App:
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
-        if self._durable is None:
-            session.release()
+        session.release()
 
     def runner_finished(self, runner: Runner) -> None:
         call_id = runner.session.call.id

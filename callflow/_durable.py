@@ -89,7 +89,8 @@ class DurableCalls:
             ended = app._ended[call_id]
             if ended.key is not None and same_notification(event_key(event), ended.key):
                 return ended.response, ended.first
-            return None, False
+            return (ended.late if event.kind in ("digits", "resumed", "answered") else None,
+                    False)
         if session is None and event.kind in _PASSING:
             # Progress reports that change no call: not worth a store round trip, let
             # alone a replay (the cached copy, where there is one, still sees them).
@@ -117,7 +118,9 @@ class DurableCalls:
                 self.evict(session)  # the store forgot it (purged): so do we
             started = await self._start(event, query)
             if started is None:  # not a call's start: an outbound call's outcome, or unknown
-                return app._answer_orphan(event, query), False
+                # Unknown to the store too (never seen, or purged): ended for good, as in
+                # memory mode.
+                return app._answer_unknown(event, query), False
             if started is not _CREATED_ELSEWHERE:
                 reply: tuple[list[Command] | None, bool] = started
                 return reply

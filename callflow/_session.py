@@ -878,6 +878,9 @@ class Session:
         finally:
             if self.journal is not None:
                 self.journal.caught_up.set()
+            if self.evicted:
+                self.journal = None
+                self.release()  # the flow has unwound: no cycle left through its Call
             if self._late_timer is not None:
                 self._late_timer.cancel()
                 self._late_timer = None

@@ -78,3 +78,23 @@ async def test_a_notification_delivered_to_two_workers_at_once_advances_the_call
     kinds = [e["t"] for e in history]
     assert kinds.count("start") == 1 and kinds.count("verb") == 1
     assert kinds.count("answer") == 2
+
+
+async def test_a_call_the_store_does_not_know_is_ended_for_good(store_url: str) -> None:
+    """Not in the store (never seen here, or purged): one apology and a hang-up, then
+    its later notifications are answered harmlessly, without a 404 the platform would
+    fall back from."""
+    app = _app(store_url, [])
+    async with app:
+        first = await app.handle_webhook(Webhook(
+            "POST", "http://app/", "/", {"step": "3"}, {},
+            _body("DigitsCollected", digits="1", callId="ghost")))
+        again = await app.handle_webhook(Webhook(
+            "POST", "http://app/", "/", {"step": "4"}, {},
+            _body("DigitsCollected", digits="2", callId="ghost")))
+    assert first.status == 200
+    commands = first.json_body()["commands"]
+    assert commands[-1] == {"hangup": {"reason": "rejected"}}
+    assert any("speak" in c for c in commands)
+    assert again.status == 200
+    assert again.json_body()["commands"] == [{"hangup": {"reason": "rejected"}}]
