@@ -26,6 +26,10 @@ FLOWS = Path(__file__).resolve().parent / "flows_survey.py"
 TIMEOUT = 30.0
 
 
+STARTED: list[subprocess.Popen[str]] = []
+"""Every worker process started, so that none outlives its test (see conftest.py)."""
+
+
 class Worker:
     """One ``python -m callflow serve`` whose output lines are read as they come."""
 
@@ -36,6 +40,7 @@ class Worker:
         self.popen = subprocess.Popen([sys.executable, "-m", "callflow", *args],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, env=environ, cwd=REPO)
+        STARTED.append(self.popen)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

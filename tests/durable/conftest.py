@@ -77,3 +77,16 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """Each durable store in turn."""
     name = "sqlite_url" if request.param == "sqlite" else "postgresql_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left() -> Iterator[None]:
+    """Kill whatever ``callflow serve`` a test started and did not stop (a failed test)."""
+    from ._process import STARTED
+
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
