@@ -35,6 +35,7 @@ from ._events import Event
 from ._exceptions import CallflowError, NotificationError, PlatformError
 from ._journal import HistoryError, Journal, decode_command
 from ._session import Session, event_key, same_notification
+from ._waiter import Waiter
 from .stores import CallState, Entry, Fenced, Store, StoreError
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class DurableCalls:
         self.store = store
         self.owner = worker_id()
         self.lru: OrderedDict[str, Session] = OrderedDict()
-        self._locks: dict[str, list[Any]] = {}
+        self._locks: dict[str, list[Waiter]] = {}
         self._renewing: set[str] = set()
 
     @property
@@ -97,6 +98,11 @@ class DurableCalls:
             return None, False
         async with self._serial(call_id):
             try:
+                session = app.sessions.get(call_id)
+                if session is not None and session.only_collects(event):
+                    collected = await self._collect(session, event)
+                    if collected:
+                        return None, False
                 return await self._handle_locked(event, query)
             except StoreError as exc:
                 logger.error("%s: the call store failed (%s); answering 503 so the platform "
@@ -143,6 +149,29 @@ class DurableCalls:
         first, session.first_batch = session.first_batch, False
         await self._commit(session)
         return commands, first
+
+    async def _collect(self, session: Session, event: Event) -> bool:
+        """A notification a waiting dial or record only collects, in one round trip.
+
+        No flow code runs for it, so there is nothing to guard with the lease: the event
+        is appended if this copy of the call is still the current one. If it is not
+        (another worker moved the call on), this copy is dropped and the caller takes
+        the full path. True when the event is in the history.
+        """
+        journal = session.journal
+        if journal is None or journal.new or journal.lock is not None:
+            return False
+        await session.handle(event)
+        entries = journal.take()
+        if not entries:
+            return True
+        version = await self.store.append_if(session.call.id, self.owner, journal.version,
+                                             entries)
+        if version is None:
+            self.evict(session)
+            return False
+        journal.version = version
+        return True
 
     async def _begin(self, call_id: str, cached: int | None) -> Any:
         """Take the lease, waiting (boundedly) while another worker holds it."""
@@ -400,18 +429,36 @@ class DurableCalls:
 
     @asynccontextmanager
     async def _serial(self, call_id: str) -> AsyncIterator[None]:
-        """One notification of a call at a time in this process."""
-        entry = self._locks.get(call_id)
-        if entry is None:
-            entry = self._locks[call_id] = [anyio.Lock(), 0]
-        entry[1] += 1
+        """One notification of a call at a time in this process (first come, first served).
+
+        Almost never contended, so no lock object per call: a list of waiters exists only
+        while someone holds the call, and ownership passes straight to the next waiter.
+        """
+        waiters = self._locks.get(call_id)
+        if waiters is None:
+            self._locks[call_id] = []
+        else:
+            mine = Waiter()
+            waiters.append(mine)
+            try:
+                await mine.wait()
+            except BaseException:
+                if mine.is_set():
+                    self._pass_on(call_id)  # handed the call, but leaving: hand it on
+                else:
+                    waiters.remove(mine)
+                raise
         try:
-            async with entry[0]:
-                yield
+            yield
         finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[call_id]
+            self._pass_on(call_id)
+
+    def _pass_on(self, call_id: str) -> None:
+        waiters = self._locks[call_id]
+        if waiters:
+            waiters.pop(0).set()
+        else:
+            del self._locks[call_id]
 
     # -- the sweep ---------------------------------------------------------------------------
 

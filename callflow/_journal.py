@@ -69,14 +69,25 @@ _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
 # -- encoding ----------------------------------------------------------------------------------
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()}
+"""Each known type's field names (``dataclasses.fields`` is slow on a notification's path)."""
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, _PLAIN):
+        return value
+    names = _FIELDS.get(type(value))
+    if names is not None:
         out: dict[str, Any] = {"type": type(value).__name__}
-        for f in dataclasses.fields(value):
-            out[f.name] = _encode(getattr(value, f.name))
+        for name in names:
+            out[name] = _encode(getattr(value, name))
         return out
     if isinstance(value, tuple | list):
         return [_encode(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        raise HistoryError(f"{type(value).__name__} cannot be kept in a call's history")
     return value
 
 

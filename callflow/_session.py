@@ -465,6 +465,21 @@ class Session:
             self.journal.add({"t": "event", "event": encode_event(event)})
         return None
 
+    def only_collects(self, event: Event) -> bool:
+        """Whether ``event`` is one the waiting ``dial`` or ``record`` only collects.
+
+        A leg of the dial answering, failing or hanging up, a recording that stopped: the
+        verb takes note, and the flow does not run (its own answer comes later).
+        """
+        pending = self.pending
+        if pending is None or self.ended:
+            return False
+        command = pending.command
+        if isinstance(command, Dial):
+            return (event.kind in _COLLECTED and event.kind != "recording_stopped"
+                    and bool(event.leg_id) and event.leg_id != self.caller_leg)
+        return isinstance(command, Record) and event.kind == "recording_stopped"
+
     def is_interested(self, event: Event) -> bool:
         """Whether ``handle(event)`` could change the call (False: answer it from memory)."""
         if event.kind in _ANSWERING_KINDS or event.kind == "hangup":

@@ -116,6 +116,14 @@ class Store(Protocol):
         ``ended`` release it.  Raises ``Fenced`` when the lease is no longer ``fence``.
         """
 
+    async def append_if(self, call_id: str, owner: str, version: int,
+                        entries: list[Entry]) -> int | None:
+        """Append ``entries`` if the history is still ``version`` long and no other owner
+        holds the lease; the new version, or None (nothing written).
+
+        For notifications that run no flow code: no lease is taken, one round trip.
+        """
+
     async def renew(self, call_id: str, fence: int, ttl: float) -> None:
         """Keep the lease ``ttl`` more seconds; ``Fenced`` when it was taken over."""
 

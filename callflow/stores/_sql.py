@@ -95,19 +95,18 @@ class SQLStore:
         return sql
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        with anyio.move_on_after(self.timeout) as scope:
-            try:
-                return await self._threads.run(func, *args)
-            except (StoreError, SchemaTooNew):
-                raise
-            except Exception as exc:
-                if self._unavailable(exc):
-                    raise StoreUnavailable(f"the store at {self.url} failed: {exc}") from exc
-                raise StoreError(f"the store at {self.url} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        assert scope.cancelled_caught
-        raise StoreUnavailable(f"the store at {self.url} did not answer within "
-                               f"{self.timeout:g} s")
+        try:
+            return await self._threads.run(func, *args, timeout=self.timeout)
+        except TimeoutError:
+            raise StoreUnavailable(f"the store at {self.url} did not answer within "
+                                   f"{self.timeout:g} s") from None
+        except (StoreError, SchemaTooNew):
+            raise
+        except Exception as exc:
+            if self._unavailable(exc):
+                raise StoreUnavailable(f"the store at {self.url} failed: {exc}") from exc
+            raise StoreError(f"the store at {self.url} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
     # -- Store -----------------------------------------------------------------------------------
 
@@ -233,6 +232,30 @@ class SQLStore:
                                       "owner = NULL, lease_until = 0, updated = ? "
                                       "WHERE call_id = ?"), (version, state, now, call_id))
             return version
+
+    async def append_if(self, call_id: str, owner: str, version: int,
+                        entries: list[Entry]) -> int | None:
+        return await self._run(self._append_if, call_id, owner, version,
+                               [_dumps(e) for e in entries])
+
+    def _append_if(self, call_id: str, owner: str, version: int, texts: list[str]
+                   ) -> int | None:
+        now = time.time()
+        with self._transaction() as cur:
+            cur.execute(self._sql("SELECT state, owner, lease_until, version FROM "
+                                  f"callflow_calls WHERE call_id = ?{self.lock_row}"),
+                        (call_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            state, holder, until, stored = row
+            if (state == "ended" or int(stored) != version
+                    or (holder is not None and holder != owner and until > now)):
+                return None
+            self._insert(cur, call_id, version, texts)
+            cur.execute(self._sql("UPDATE callflow_calls SET version = ?, updated = ? "
+                                  "WHERE call_id = ?"), (version + len(texts), now, call_id))
+            return version + len(texts)
 
     async def renew(self, call_id: str, fence: int, ttl: float) -> None:
         await self._run(self._renew, call_id, fence, ttl)

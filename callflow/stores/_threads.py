@@ -42,18 +42,30 @@ class StoreThreads:
         self._threads: list[threading.Thread] = []
         self._limiter = anyio.CapacityLimiter(count)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)`` in one of the threads; cancelling abandons it (it runs on)."""
+    async def run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """``func(*args)`` in one of the threads; ``TimeoutError`` after ``timeout`` seconds.
+
+        Cancelling (or the timeout) abandons the call: it runs on in its thread, and its
+        result is dropped.
+        """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter,
-                                                  abandon_on_cancel=True)
+            with anyio.fail_after(timeout):
+                return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter,
+                                                      abandon_on_cancel=True)
         if not self._threads:
             self._start()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((func, args, loop, future))
-        return await future
+        if timeout is None:
+            return await future
+        # A timer on the future, not a cancel scope: this is every store request's path.
+        timer = loop.call_at(loop.time() + timeout, _time_out, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def _start(self) -> None:
         for index in range(self._count):
@@ -99,6 +111,11 @@ class StoreThreads:
             self._jobs.put(None)
         for thread in threads:
             thread.join()
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _settle_all(outcomes: list[_Done]) -> None:

@@ -98,3 +98,16 @@ async def test_a_call_the_store_does_not_know_is_ended_for_good(store_url: str) 
     assert any("speak" in c for c in commands)
     assert again.status == 200
     assert again.json_body()["commands"] == [{"hangup": {"reason": "rejected"}}]
+
+
+async def test_the_same_notification_twice_at_once_to_one_worker(store_url: str) -> None:
+    """The second delivery waits for the first (one notification of a call at a time in a
+    process) and gets the same answer; the step runs once."""
+    runs: list[str] = []
+    app = _app(store_url, runs)
+    async with app:
+        started = await _both([app, app], _body("CalledNumber"), {})
+        pressed = await _both([app, app], _body("DigitsCollected", digits="7"), {"step": "1"})
+        assert app.durable is not None and app.durable._locks == {}
+    assert started[0] == started[1] and pressed[0] == pressed[1]
+    assert runs == ["start", "pressed 7"]
