@@ -9,7 +9,9 @@ runtime asks four things of it on a notification's path:
 - ``create``: a new call's row and first entries, under a new lease;
 - ``append``: entries, conditional on the lease's fencing number, which also says
   whether the lease is kept (the flow is running its own code) or released;
-- ``renew``: keep a lease while the flow runs past its notification.
+- ``renew``: keep a lease while the flow runs past its notification;
+- ``append_if``: an event a waiting verb only collects, appended in one round trip if the
+  caller's copy is current (no flow code runs for it, so no lease is needed).
 
 Every lease taken by another owner bumps the call's *fence*; an append or a
 renewal that carries an older fence is refused (``Fenced``), so a worker paused
