@@ -2,7 +2,7 @@
 
 A store holds, per call, a row (its flow, state, lease and version) and an
 append-only history of entries (JSON objects, see ``callflow._journal``).  The
-runtime asks four things of it on a notification's path:
+runtime asks these of it on a notification's path:
 
 - ``begin``: take the call's lease (or learn who holds it) and, when the caller's
   cached copy is behind, the history to rebuild it from;
