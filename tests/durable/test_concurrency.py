@@ -111,3 +111,55 @@ async def test_the_same_notification_twice_at_once_to_one_worker(store_url: str)
         assert app.durable is not None and app.durable._locks == {}
     assert started[0] == started[1] and pressed[0] == pressed[1]
     assert runs == ["start", "pressed 7"]
+
+
+def _dial_app(store: str) -> callflow.App:
+    app = callflow.App(store=store, secret="s3cret", platform_url="http://127.0.0.1:9",
+                       response_budget=None)
+
+    @app.flow(number=NUMBER)
+    async def forward(call: callflow.Call) -> None:
+        result = await call.dial("+34910000001")
+        await call.say(f"The line was {result.status}, for {result.duration:.0f} seconds.")
+
+    return app
+
+
+async def test_a_dials_leg_events_on_alternate_workers_keep_the_result(store_url: str) -> None:
+    """Each notification of a dial goes to the other worker: the leg events go in one
+    round trip where the worker's copy is current, and a stale copy is dropped and
+    rebuilt; the dial's result is the one a single worker gives."""
+    leg = {"legId": "l2", "callerId": "tel:+34600000001", "destination": "tel:+34910000001"}
+    notifications = [
+        (_body("CalledNumber"), {}),
+        (_body("Answered", **leg, timestamp="2026-12-03T10:00:02Z"), {}),
+        (_body("HangUp", **leg, timestamp="2026-12-03T10:00:09Z"), {}),
+        (_body("Redirected"), {"step": "1"}),
+    ]
+
+    async def run(apps: list[callflow.App]) -> Any:
+        answers = []
+        for index, (body, query) in enumerate(notifications):
+            app = apps[index % len(apps)]
+            reply = await app.handle_webhook(Webhook("POST", "http://app/", "/", query, {},
+                                                     body))
+            assert reply.status == 200
+            answers.append(reply.json_body())
+        return answers
+
+    one = _dial_app(store_url)
+    async with one:
+        alone = await run([one])
+    first, second = _dial_app(store_url), _dial_app(store_url)
+    async with first, second:
+        # Another call id, so the two runs do not meet in the store.
+        notifications[:] = [(b.replace(b'"c1"', b'"c2"'), q) for b, q in notifications]
+        alternating = await run([first, second])
+        second_store = second.store
+        assert second_store is not None
+        history = await second_store.history("c2")
+    assert json.dumps(alternating).replace("c2", "c1") == json.dumps(alone)
+    spoken = json.dumps(alternating[-1])
+    assert "The line was answered, for 7 seconds." in spoken
+    assert history is not None
+    assert [e["t"] for e in history].count("event") == 2
