@@ -402,6 +402,10 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ConfigurationError(
                 "--workers needs a durable store, so that every worker can answer every "
                 f"call: drop --store memory (the default is {DEFAULT_STORE})")
+        if args.workers > 1 and settings.platform == "telnyx":
+            raise ConfigurationError(
+                "Telnyx calls are not durable yet: each lives in the process that took it, "
+                "so serve Telnyx with one worker (drop --workers)")
         app.configure(settings)
     except BaseException:
         listener.close()

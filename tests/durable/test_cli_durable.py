@@ -95,6 +95,9 @@ def test_workers_need_a_durable_store(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["serve", str(FLOWS), "--workers", "2", "--store", "memory",
                  "--no-configure", "--port", "0"]) == 2
     assert "--workers needs a durable store" in capsys.readouterr().err
+    assert main(["serve", str(FLOWS), "--workers", "2", "--platform", "telnyx",
+                 "--no-configure", "--port", "0"]) == 2
+    assert "serve Telnyx with one worker" in capsys.readouterr().err
 
 
 async def ready_workers(server: Worker, count: int) -> set[int]:
