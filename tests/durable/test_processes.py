@@ -66,6 +66,18 @@ async def step_started(log: Path, what: str) -> int:
     return pid
 
 
+async def finish(call: SimCall, caller: LiveCaller, workers: list[Worker],
+                 answers: tuple[tuple[str, str], ...]) -> None:
+    """Answer the questions and wait for the end; on failure, show what happened where."""
+    try:
+        for question, key in answers:
+            await answer(caller, question, key)
+        assert await caller.wait_ended(timeout=WAIT)
+    except AssertionError:
+        print(call.transcript.render(), *(w.output for w in workers), sep="\n")
+        raise
+
+
 async def answer(caller: LiveCaller, question: str, key: str) -> None:
     assert await caller.wait_for(f"Question {question}.", timeout=WAIT), caller.heard
     assert await caller.press(key)
@@ -175,13 +187,7 @@ async def test_a_worker_killed_mid_notification_is_replaced_by_another(
         try:
             call = await sim.place_inbound_call(CALLER, NUMBER)
             caller = LiveCaller(call.main)
-            try:
-                for question, key in zip(("one", "two", "three"), "123", strict=True):
-                    await answer(caller, question, key)
-                assert await caller.wait_ended(timeout=WAIT)
-            except AssertionError:
-                print(call.transcript.render(), *(w.output for w in workers), sep="\n")
-                raise
+            await finish(call, caller, workers, (("one", "1"), ("two", "2"), ("three", "3")))
         finally:
             proxy.stop()
             for worker in workers:
@@ -226,13 +232,7 @@ async def test_a_worker_paused_past_its_lease_cannot_write_and_drops_its_copy(
                 paused.signal(signal.SIGCONT)
             await paused.wait_for("another worker took the call over; dropping this "
                                   "worker's copy")
-            try:
-                for question, key in (("two", "2"), ("three", "3")):
-                    await answer(caller, question, key)
-                assert await caller.wait_ended(timeout=WAIT)
-            except AssertionError:
-                print(call.transcript.render(), *(w.output for w in workers), sep="\n")
-                raise
+            await finish(call, caller, workers, (("two", "2"), ("three", "3")))
         finally:
             proxy.stop()
             for worker in workers:
