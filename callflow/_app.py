@@ -39,7 +39,7 @@ from ._exceptions import (
 from ._expiry import Expiry
 from ._results import DialStatus
 from ._runner import Runner
-from ._session import EventKey, Flow, Session, event_key
+from ._session import EventKey, Flow, Session, event_key, same_notification
 from ._settings import Settings
 from ._shutdown import hang_up_all
 from ._spawner import Cancellable, Spawner
@@ -86,6 +86,16 @@ class _Ended:
             return cls(None, None, False)
         key, response, first = session.last_answer()
         return cls(key, response, first)
+
+    def answer(self, event: Event) -> tuple[list[Command] | None, bool]:
+        """The answer to a notification of this ended call: ``(commands or None, first?)``.
+
+        A redelivery of the notification that ended it (also as a fallback request, which
+        has no step) gets the same answer.
+        """
+        if self.key is not None and same_notification(event_key(event), self.key):
+            return self.response, self.first
+        return (self.late if event.kind in _ANSWERED else None), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,10 +790,7 @@ class App:
         if session is None:
             ended = self._ended.get(call_id)
             if ended is not None:
-                # A redelivery of the notification that ended the call gets the same answer.
-                if ended.key is not None and event_key(event) == ended.key:
-                    return call_id, ended.response, ended.first
-                return call_id, ended.late if event.kind in _ANSWERED else None, False
+                return call_id, *ended.answer(event)
             if self._closing and event.kind == "incoming":
                 logger.warning("%s: a call arrived while shutting down; apologising", call_id)
                 return call_id, self._apology(), True

@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -34,9 +35,9 @@ from ._commands import Command, Hangup
 from ._events import Event
 from ._exceptions import CallflowError, NotificationError, PlatformError
 from ._journal import HistoryError, Journal, decode_command
-from ._session import Session, event_key, same_notification
+from ._session import ANSWERING_KINDS, Session, event_key, same_notification
 from ._waiter import Waiter
-from .stores import CallState, Entry, Fenced, Store, StoreError
+from .stores import Begin, CallState, Entry, Fenced, Store, StoreError
 
 if TYPE_CHECKING:
     from ._app import App
@@ -85,13 +86,10 @@ class DurableCalls:
         session = app.sessions.get(call_id)
         if session is not None and not session.is_interested(event):
             return await session.handle(event), False  # nothing the history keeps
-        if session is None and call_id in app._ended:
+        ended = app._ended.get(call_id) if session is None else None
+        if ended is not None:
             # Ended here, and an ended call never comes back: no need to ask the store.
-            ended = app._ended[call_id]
-            if ended.key is not None and same_notification(event_key(event), ended.key):
-                return ended.response, ended.first
-            return (ended.late if event.kind in ("digits", "resumed", "answered") else None,
-                    False)
+            return ended.answer(event)
         if session is None and event.kind in _PASSING:
             # Progress reports that change no call: not worth a store round trip, let
             # alone a replay (the cached copy, where there is one, still sees them).
@@ -173,7 +171,7 @@ class DurableCalls:
         journal.version = version
         return True
 
-    async def _begin(self, call_id: str, cached: int | None) -> Any:
+    async def _begin(self, call_id: str, cached: int | None) -> Begin:
         """Take the lease, waiting (boundedly) while another worker holds it."""
         wait = self.app.settings.lease_wait
         deadline = anyio.current_time() + wait
@@ -207,7 +205,7 @@ class DurableCalls:
             return None
         spec = app.get_flow(session.flow)
         call = session.call
-        journal = session.journal = Journal(self._committer(session))
+        journal = session.journal = Journal(partial(self._commit, session))
         journal.caught_up.set()
         start: Entry = {
             "t": "start", "flow": spec.name, "caller": call.caller, "callee": call.callee,
@@ -263,7 +261,7 @@ class DurableCalls:
         await journal.caught_up.wait()
         if session.done:  # the replay failed (the flow changed): the apology, then the end
             last_words = session.take_outbox()
-            if event is not None and event.kind not in ("digits", "resumed", "incoming"):
+            if event is not None and event.kind not in ANSWERING_KINDS:
                 # An answer to this notification would wait behind what the call is doing:
                 # the REST API interrupts it.
                 await self._push_quietly(session, last_words)
@@ -282,7 +280,7 @@ class DurableCalls:
         call = Call(call_id, caller=start["caller"], callee=start["callee"],
                     direction=start.get("direction", "inbound"), data=start.get("data"))
         session = Session(app, call, spec.func)
-        journal = session.journal = Journal(self._committer(session))
+        journal = session.journal = Journal(partial(self._commit, session))
         journal.load(entries[1:])
         journal.version = len(entries)
         session.started = True
@@ -308,7 +306,7 @@ class DurableCalls:
             return None
 
         session = Session(app, call, nothing)
-        session.journal = Journal(self._committer(session))
+        session.journal = Journal(partial(self._commit, session))
         session.journal.caught_up.set()
         session.journal.version = len(entries)
         session.started = session.done = True
@@ -317,11 +315,6 @@ class DurableCalls:
         return session
 
     # -- committing -------------------------------------------------------------------------------
-
-    def _committer(self, session: Session) -> Any:
-        async def commit() -> None:
-            await self._commit(session)
-        return commit
 
     async def _commit(self, session: Session) -> None:
         """Append what the session journalled; keep or release the lease as its state says."""
@@ -521,9 +514,13 @@ class DurableCalls:
                                                  url_for=self.app._url_for(call_id))
                 except (PlatformError, CallflowError) as exc:
                     logger.info("%s: the expiry hang-up failed: %s", call_id, exc)
-            await self.store.append(call_id, begin.fence, [{"t": "end", "by": "app",
-                                                            "why": "max_call_duration"}],
-                                    state="ended", ttl=self._lease)
+            await self._record_end(call_id, begin.fence, why="max_call_duration")
+
+    async def _record_end(self, call_id: str, fence: int, *, why: str | None = None) -> None:
+        entry: Entry = {"t": "end", "by": "app"}
+        if why is not None:
+            entry["why"] = why
+        await self.store.append(call_id, fence, [entry], state="ended", ttl=self._lease)
 
     async def _push_quietly(self, session: Session, commands: list[Command]) -> None:
         try:
@@ -538,8 +535,7 @@ class DurableCalls:
             async with self._serial(call_id):
                 begin = await self.store.begin(call_id, self.owner, self._lease, None)
                 if begin.status == "ok":
-                    await self.store.append(call_id, begin.fence, [{"t": "end", "by": "app"}],
-                                            state="ended", ttl=self._lease)
+                    await self._record_end(call_id, begin.fence)
         except StoreError as exc:
             logger.warning("%s: could not mark the call ended in the store: %s", call_id, exc)
 
@@ -547,8 +543,4 @@ class DurableCalls:
         """Shutting down: drop every cached call; each goes on from the store elsewhere."""
         for session in list(self.app.sessions.values()):
             self.evict(session)
-
-    @property
-    def cached(self) -> int:
-        return len(self.lru)
 

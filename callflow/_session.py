@@ -284,7 +284,8 @@ class _Answering:
         await self._event.wait()
 
 
-_ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
+ANSWERING_KINDS = frozenset({"digits", "resumed", "incoming"})
+"""Notifications whose answer is what the call does next (they resume or start the flow)."""
 _COLLECTED = frozenset({"answered", "hangup", "recording_stopped", *LEG_FAILURES})
 
 
@@ -412,7 +413,7 @@ class Session:
             self._observe(event)
         self.first_batch = False
         key: EventKey | None = None
-        if event.kind in _ANSWERING_KINDS or (
+        if event.kind in ANSWERING_KINDS or (
             event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg)
         ):
             key = event_key(event)
@@ -459,8 +460,7 @@ class Session:
                     "legs": sorted(pending.legs) if pending.legs else [],
                 })
             return await self._respond(key, answered=pending)
-        if (pending is not None and self.journal is not None
-                and isinstance(pending.command, Dial | Record) and event.kind in _COLLECTED):
+        if self.journal is not None and self._collecting(event):
             # What a waiting dial or record collected: a replay feeds it again.
             self.journal.add({"t": "event", "event": encode_event(event)})
         return None
@@ -482,12 +482,14 @@ class Session:
 
     def is_interested(self, event: Event) -> bool:
         """Whether ``handle(event)`` could change the call (False: answer it from memory)."""
-        if event.kind in _ANSWERING_KINDS or event.kind == "hangup":
+        if event.kind in ANSWERING_KINDS or event.kind == "hangup":
             return True
         if event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg):
             return True
-        if event.kind == "resumed":
-            return True
+        return self._collecting(event)
+
+    def _collecting(self, event: Event) -> bool:
+        """Whether a waiting dial or record may collect ``event`` (see ``_Pending.feed``)."""
         pending = self.pending
         return (pending is not None and isinstance(pending.command, Dial | Record)
                 and event.kind in _COLLECTED)
