@@ -234,11 +234,7 @@ class Journal:
         return None
 
     def load(self, entries: list[Entry]) -> None:
-        """Read a history (after its ``start`` entry) for replay."""
-        self.caught_up = Waiter()
-        self.replay = []
-        self.pending_step = self.pending_command = self.held = None
-        self.frontier_events = []
+        """Read a history (after its ``start`` entry) into this new journal, for replay."""
         for entry in entries:
             kind = entry.get("t")
             if kind in ("verb", "step", "value"):
