@@ -27,7 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -448,9 +448,7 @@ class Session:
         pending = self.pending
         if pending is not None and pending.feed(event, self.caller_leg, self._spent_legs):
             if pending.legs:
-                if self._spent_legs is None:
-                    self._spent_legs = set()
-                self._spent_legs.update(pending.legs)
+                self._spend(pending.legs)
             if self.journal is not None:
                 self.journal.add({
                     "t": "verb", "step": pending.command.step,
@@ -708,9 +706,7 @@ class Session:
                     raise self._diverged(entry, command)
                 self.step = max(self.step, step)
                 if entry.get("legs"):
-                    if self._spent_legs is None:
-                        self._spent_legs = set()
-                    self._spent_legs.update(entry["legs"])
+                    self._spend(entry["legs"])
                 self.outbox.clear()  # sent when the call first got here
                 return decode_result(entry["result"])
             return await self._reach_frontier(journal, make)
@@ -721,10 +717,20 @@ class Session:
             self._stall.cancel()
             self._stall = None
         await self.flush()
+        return await self._answer_of(pending)
+
+    async def _answer_of(self, pending: _Pending) -> Any:
+        """Wait for the answer to the verb the flow is suspended on."""
         await pending.done.wait()
         if pending.ended:
             raise CallEnded(self.call.id, self.ended_by or "caller")
         return pending.result
+
+    def _spend(self, legs: Iterable[str]) -> None:
+        """These dialled legs are over: their late events must not answer a later dial."""
+        if self._spent_legs is None:
+            self._spent_legs = set()
+        self._spent_legs.update(legs)
 
     async def _reach_frontier(self, journal: Journal, make: Callable[[int], BlockingCommand]
                               ) -> Any:
@@ -744,10 +750,7 @@ class Session:
             # Held for a Resume marker's callback, which has not come yet.
             self.outbox, self._held = list(journal.held), True
         journal.caught_up.set()
-        await pending.done.wait()
-        if pending.ended:
-            raise CallEnded(self.call.id, self.ended_by or "caller")
-        return pending.result
+        return await self._answer_of(pending)
 
     def _diverged(self, entry: dict[str, Any], got: Any) -> NonDeterminismError:
         assert self.journal is not None
