@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import dataclasses
 import hmac
 import inspect
 import json
@@ -45,7 +44,6 @@ from ._shutdown import hang_up_all
 from ._spawner import Cancellable, Spawner
 from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
-from .platforms._bluevia import EVENT_KINDS as BLUEVIA_EVENT_KINDS
 from .stores import Store, open_store
 
 __all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
@@ -812,13 +810,9 @@ class App:
         takes the call over from the store and answers: the caller hears no apology.
         """
         assert self._durable is not None
-        original = event
-        if event.kind == "callback_unavailable":
-            failed = event.raw.get("failedEventName")
-            kind = BLUEVIA_EVENT_KINDS.get(failed) if isinstance(failed, str) else None
-            if kind is None or kind == "callback_unavailable":
-                return None
-            original = dataclasses.replace(event, kind=kind, name=str(failed))
+        original = self.platform.failed_event(event)
+        if original is None:
+            return None
         try:
             answer = await self._durable.handle_event(original, query)
         except NotificationError as exc:

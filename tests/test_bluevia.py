@@ -163,6 +163,18 @@ def test_callback_unavailable_reason_is_the_failed_event() -> None:
     assert event.reason == "DigitsCollected"
 
 
+def test_a_fallback_request_stands_for_the_notification_that_failed() -> None:
+    failed = ADAPTER.failed_event(parse(body("CallbackUnavailable", digits="12",
+                                             failedEventName="DigitsCollected")))
+    assert failed is not None
+    assert (failed.kind, failed.name, failed.digits) == ("digits", "DigitsCollected", "12")
+    assert ADAPTER.failed_event(parse(body("CallbackUnavailable"))) is None
+    assert ADAPTER.failed_event(parse(body("CallbackUnavailable",
+                                           failedEventName="Nonsense"))) is None
+    digits = parse(body("DigitsCollected", digits="1"))
+    assert ADAPTER.failed_event(digits) is digits
+
+
 def test_absent_optional_fields_are_empty() -> None:
     event = parse(json.dumps({"eventName": "Redirected", "callId": CALL}).encode())
     assert event == Event(kind="resumed", call_id=CALL, name="Redirected")

@@ -161,6 +161,14 @@ class Platform(Protocol):
         carries the whisper, and this renders it.
         """
 
+    def failed_event(self, event: Event) -> Event | None:
+        """The notification a fallback request stands for, or None.
+
+        A platform that could not reach the app sends what it could not deliver to the
+        fallback URL; a durable app answers it as that notification (another worker takes
+        the call over).
+        """
+
     def check(self, command: Command) -> None:
         """Raise ``UnsupportedFeature`` when the platform cannot carry ``command``."""
 

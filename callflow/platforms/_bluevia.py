@@ -17,6 +17,7 @@ what keeps strangers out.  ``parse_notification``, ``render_commands`` and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
@@ -174,6 +175,17 @@ class BlueVia:
 
     def direct_reply(self, webhook: Webhook) -> Reply | None:
         return None
+
+    def failed_event(self, event: Event) -> Event | None:
+        # The fallback request is "the same body with eventName CallbackUnavailable and an
+        # extra failedEventName" (bluevia-voice-api.md, notifications): the failed one.
+        if event.kind != "callback_unavailable":
+            return event
+        failed = event.raw.get("failedEventName")
+        kind = EVENT_KINDS.get(failed) if isinstance(failed, str) else None
+        if kind is None or kind == "callback_unavailable":
+            return None
+        return dataclasses.replace(event, kind=kind, name=str(failed))
 
     def check(self, command: Command) -> None:
         """BlueVia carries every neutral command: they were modelled on it."""

@@ -293,6 +293,9 @@ class Telnyx:
     def direct_reply(self, webhook: Webhook) -> Reply | None:
         return None
 
+    def failed_event(self, event: Event) -> Event | None:
+        return None  # Call Control has no fallback URL: a failed webhook is retried as is
+
     # -- what Telnyx cannot do --------------------------------------------------------------
 
     def unsupported(self) -> Mapping[tuple[str, str | None], str]:

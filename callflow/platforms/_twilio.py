@@ -304,6 +304,11 @@ class Twilio:
         return Reply(200, self.render(commands or (), url_for=url_for, first=first),
                      "text/xml")
 
+    def failed_event(self, event: Event) -> Event | None:
+        # Twilio requests the fallback URL with the parameters the primary one got
+        # (plus ErrorCode and ErrorUrl): it is the notification itself.
+        return event
+
     def direct_reply(self, webhook: Webhook) -> Reply | None:
         if webhook.query.get("leg") != "answer":
             return None
