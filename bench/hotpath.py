@@ -185,7 +185,7 @@ def main() -> int:
                         help="callflow's log level (callflow serve's --log-level)")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     args = parser.parse_args()
-    from callflow._cli import setup_logging
+    from callflow.cli._main import setup_logging
 
     setup_logging(args.log_level)
     call_id, requests = anyio.run(record)

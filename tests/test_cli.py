@@ -32,9 +32,9 @@ import pytest
 
 import callflow
 from callflow import App, ConfigurationError, PlatformError, Settings
-from callflow._cli import build_parser, main, settings_from_args
 from callflow._server import Listener, serving
 from callflow._types import Message, Receive, Scope, Send
+from callflow.cli._main import build_parser, main, settings_from_args
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 20.0  # generous bound for CI machines; nothing here waits for it when things work
@@ -126,7 +126,7 @@ def test_bad_port_is_a_usage_error(bad: str, flows_file: Path,
 
 
 def test_commands_are_added_by_one_function_each() -> None:
-    from callflow import _cli
+    from callflow.cli import _main as _cli
 
     def add_hello(subparsers: Any) -> None:
         parser = subparsers.add_parser("hello", help="say hello")
@@ -135,7 +135,7 @@ def test_commands_are_added_by_one_function_each() -> None:
     _cli.__dict__["add_hello_for_test"] = add_hello
     commands = dict(_cli.COMMANDS)
     try:
-        _cli.COMMANDS["hello"] = "callflow._cli:add_hello_for_test"
+        _cli.COMMANDS["hello"] = "callflow.cli._main:add_hello_for_test"
         assert "hello" in build_parser().format_help()
         assert main(["hello"]) == 0
     finally:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from callflow import ConfigurationError
-from callflow._cli import main
-from callflow._cmd_call import read_script
-from callflow._cmd_simulator import phone_option
+from callflow.cli._call import read_script
+from callflow.cli._main import main
+from callflow.cli._simulator import phone_option
 
 REPO = Path(__file__).resolve().parent.parent
 IVR = str(REPO / "examples" / "ivr.py")

@@ -324,7 +324,7 @@ def test_callflow_call_on_a_platform_prints_what_bluevia_prints(platform: str) -
 
 
 def test_callflow_call_outbound_and_chaos_on_twilio(capsys: pytest.CaptureFixture[str]) -> None:
-    from callflow._cli import main
+    from callflow.cli._main import main
 
     status = main(["call", str(EXAMPLES / "reminder.py"), "--outbound", "--press", "1",
                    "--platform", "twilio", "--duplicate-webhooks", "1",
@@ -341,7 +341,7 @@ def test_callflow_call_outbound_and_chaos_on_twilio(capsys: pytest.CaptureFixtur
 
 
 def test_a_platform_the_cli_does_not_know(capsys: pytest.CaptureFixture[str]) -> None:
-    from callflow._cli import main
+    from callflow.cli._main import main
 
     assert main(["call", str(EXAMPLES / "ivr.py"), "--platform", "nexmo"]) == 2
     assert "invalid choice: 'nexmo'" in capsys.readouterr().err

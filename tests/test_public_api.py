@@ -28,11 +28,6 @@ USER_MODULES = {
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
-    "_cli",       # the command line (the core never imports it)
-    "_cmd_call",  # callflow call: app and simulator in one process
-    "_cmd_dev",   # callflow dev: the interactive terminal telephone
-    "_cmd_simulator",  # callflow simulator: the simulator as a server
-    "_cmd_history",  # callflow history: a store's calls as transcripts
     "_durable",   # durable calls: leases, replay, the cache, the sweep
     "_expiry",    # memory mode: ends the calls whose hang-up was lost
     "_journal",   # a call's history entries, and replaying a flow against them

@@ -1031,7 +1031,7 @@ def test_a_webhook_record_reads_its_document() -> None:
 def test_the_simulator_banner_says_where_the_telnyx_api_is(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from callflow._cmd_simulator import _banner
+    from callflow.cli._simulator import _banner
     from callflow.simulator import Clock
 
     sim = Simulator(platform="telnyx")

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from callflow._cli import run_async, setup_logging  # noqa: E402
 from callflow._server import Listener, serve_until_signal  # noqa: E402
+from callflow.cli._main import run_async, setup_logging  # noqa: E402
 
 
 def main() -> int:

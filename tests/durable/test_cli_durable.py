@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callflow._cli import main
+from callflow.cli._main import main
 
 from ._process import FLOWS, REPO, Worker
 

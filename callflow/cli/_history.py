@@ -13,9 +13,9 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ._cli import DEFAULT_STORE, EXIT_ERROR, EXIT_OK, _count, run_async
-from ._exceptions import ConfigurationError
-from .stores import CallSummary, Entry, open_store
+from .._exceptions import ConfigurationError
+from ..stores import CallSummary, Entry, open_store
+from ._main import DEFAULT_STORE, EXIT_ERROR, EXIT_OK, _count, run_async
 
 __all__ = ("add_parser", "render_history")
 
@@ -52,7 +52,7 @@ def run_history(args: argparse.Namespace) -> int:
         raise ConfigurationError("the memory store keeps no history: name a sqlite:/// or "
                                  "postgresql:// store with --store")
     if url.startswith("sqlite:") and args.store is None:
-        from .stores._sqlite import sqlite_path
+        from ..stores._sqlite import sqlite_path
 
         if not sqlite_path(url).exists():
             raise ConfigurationError(f"no store at {sqlite_path(url).absolute()}: run this "

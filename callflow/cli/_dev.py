@@ -25,13 +25,12 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from . import __version__
-from ._app import App
-from ._cli import _e164, run_async, settings_from_args, setup_logging
-from ._exceptions import CallflowError, ConfigurationError
-from ._loader import load_app
-from ._server import SHUTDOWN_SIGNALS, Listener, serving
-from .simulator import (
+from .. import __version__
+from .._app import App
+from .._exceptions import CallflowError, ConfigurationError
+from .._loader import load_app
+from .._server import SHUTDOWN_SIGNALS, Listener, serving
+from ..simulator import (
     Clock,
     LiveCaller,
     LiveEvent,
@@ -40,6 +39,7 @@ from .simulator import (
     Simulator,
     serve_simulator,
 )
+from ._main import _e164, run_async, settings_from_args, setup_logging
 
 __all__ = ("DevPhone", "add_parser", "run_dev")
 

@@ -26,13 +26,13 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from . import __version__
-from ._app import App
-from ._exceptions import CallflowError, ConfigurationError, PlatformError
-from ._loader import load_app
-from ._server import Listener, serve_until_signal
-from ._settings import Settings
-from .stores import open_store
+from .. import __version__
+from .._app import App
+from .._exceptions import CallflowError, ConfigurationError, PlatformError
+from .._loader import load_app
+from .._server import Listener, serve_until_signal
+from .._settings import Settings
+from ..stores import open_store
 
 __all__ = (
     "COMMANDS",
@@ -46,12 +46,12 @@ __all__ = (
 )
 
 COMMANDS: dict[str, str] = {
-    "call": "callflow._cmd_call:add_parser",
-    "dev": "callflow._cmd_dev:add_parser",
-    "serve": "callflow._cli:add_serve_parser",
-    "dial": "callflow._cli:add_dial_parser",
-    "simulator": "callflow._cmd_simulator:add_parser",
-    "history": "callflow._cmd_history:add_parser",
+    "call": "callflow.cli._call:add_parser",
+    "dev": "callflow.cli._dev:add_parser",
+    "serve": "callflow.cli._main:add_serve_parser",
+    "dial": "callflow.cli._main:add_dial_parser",
+    "simulator": "callflow.cli._simulator:add_parser",
+    "history": "callflow.cli._history:add_parser",
 }
 """Subcommand name → ``"module:function"`` that adds its parser, in the order of ``--help``."""
 
@@ -411,7 +411,7 @@ def run_serve(args: argparse.Namespace) -> int:
         listener.close()
         raise
     if args.workers > 1:
-        from ._workers import serve_workers
+        from .._workers import serve_workers
 
         status = serve_workers(args.workers, lambda index: _serve_one(app, listener, args,
                                                                        index))

@@ -24,8 +24,12 @@ from typing import Any
 
 import anyio
 
-from ._app import App
-from ._cli import (
+from .._app import App
+from .._exceptions import ConfigurationError, PlatformError
+from .._loader import load_app
+from .._server import Listener, serving
+from ..simulator import Simulator, SimulatorClient, Transcript, parse_step
+from ._main import (
     EXIT_NOT_ANSWERED,
     EXIT_OK,
     _check_url,
@@ -35,7 +39,7 @@ from ._cli import (
     run_async,
     setup_logging,
 )
-from ._cmd_simulator import (
+from ._simulator import (
     add_chaos_options,
     add_clock_options,
     chaos_from_args,
@@ -43,10 +47,6 @@ from ._cmd_simulator import (
     clock_name,
     phone_option,
 )
-from ._exceptions import ConfigurationError, PlatformError
-from ._loader import load_app
-from ._server import Listener, serving
-from .simulator import Simulator, SimulatorClient, Transcript, parse_step
 
 __all__ = ("add_parser", "read_script")
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import anyio
 
-from . import __version__
-from ._cli import EXIT_OK, PLATFORMS, _port, run_async, setup_logging
-from ._exceptions import ConfigurationError
-from ._server import Listener, serve_until_signal
-from .simulator import Chaos, Clock, ConfigError, Phone, Simulator
+from .. import __version__
+from .._exceptions import ConfigurationError
+from .._server import Listener, serve_until_signal
+from ..simulator import Chaos, Clock, ConfigError, Phone, Simulator
+from ._main import EXIT_OK, PLATFORMS, _port, run_async, setup_logging
 
 __all__ = (
     "add_chaos_options",
