@@ -39,7 +39,7 @@ from ..simulator import (
     Simulator,
     serve_simulator,
 )
-from ._main import _e164, run_async, settings_from_args, setup_logging
+from ._main import PLATFORMS, _e164, _port, run_async, settings_from_args, setup_logging
 
 __all__ = ("DevPhone", "add_parser", "run_dev")
 
@@ -77,7 +77,9 @@ def add_parser(subparsers: Any) -> None:
         epilog="examples:\n"
                "  callflow dev examples/ivr.py              # then: c, 1, h, q\n"
                "  callflow dev examples/reminder.py         # then: o, a, 1\n"
-               "  callflow dev examples/ivr.py --speed 5 --numbers phones.toml",
+               "  callflow dev examples/ivr.py --speed 5 --numbers phones.toml\n"
+               "  callflow dev examples/ivr.py --web          # a phone in your browser\n"
+               "  callflow dev examples/ivr.py --web --platform twilio --virtual",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="the flows file (a .py path)")
@@ -89,6 +91,24 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--speed", type=_speed, default=1.0, metavar="N",
         help="run the simulated network N times faster than real time (default: 1)",
+    )
+    parser.add_argument(
+        "--web", action="store_true",
+        help="a telephone in your browser instead of the terminal: prints its URL "
+             "(a keypad, the live transcript spoken aloud, recordings, other phones)",
+    )
+    parser.add_argument(
+        "--web-port", type=_port, default=0, metavar="PORT",
+        help="with --web: the port to serve the page on (default: 0, a free port)",
+    )
+    parser.add_argument(
+        "--virtual", action="store_true",
+        help="with --web: virtual time, which skips ahead whenever the app waits for "
+             "nobody and stands still while it waits for you",
+    )
+    parser.add_argument(
+        "--platform", choices=PLATFORMS, default="bluevia",
+        help="the provider whose wire format the simulator and app speak (default: bluevia)",
     )
     parser.add_argument(
         "--numbers", metavar="FILE",
@@ -125,7 +145,12 @@ def run_dev(args: argparse.Namespace) -> int:
     out = _terminal_safe(sys.stdout)
     app = load_app(args.file)
     you = _e164(args.phone, "--from")
-    sim = Simulator(clock=Clock.real() if args.speed == 1 else Clock.scaled(args.speed))
+    if args.virtual and not args.web:
+        raise ConfigurationError("--virtual needs --web: in the terminal, time runs for real "
+                                 "(--speed N runs it faster)")
+    clock = (Clock.virtual() if args.virtual else Clock.real() if args.speed == 1
+             else Clock.scaled(args.speed))
+    sim = Simulator(clock=clock, platform=args.platform)
     if args.numbers:
         sim.load(args.numbers)
     listener = Listener.bind("127.0.0.1", 0)
@@ -135,14 +160,25 @@ def run_dev(args: argparse.Namespace) -> int:
             options = argparse.Namespace(
                 # Always this process's simulator and listener, whatever CALLFLOW_* says.
                 public_url=listener.url, platform_url=sim_url,
-                api_key=sim.api_key, api_secret=sim.api_secret,
+                **{"api_key": sim.api_key, "api_secret": sim.api_secret,
+                   **sim.app_settings()},
             )
             app.configure(settings_from_args(app, options, listener.url))
             if not (app.settings.caller_id or app.numbers):
                 app.settings.caller_id = SPARE_NUMBER
+            for number in app.numbers:  # the account's numbers (Telnyx's, to configure)
+                if number not in sim.account_numbers:
+                    sim.add_account_number(number)
             async with serving(app, listener, graceful_timeout=1.0):
                 phone = DevPhone(app, sim, you, out=out, notifications=args.notifications)
                 await phone.start()
+                if args.web:
+                    from ._web import serve_web_phone
+
+                    sim.phones.pop(you, None)  # the browser's phone rings instead
+                    await serve_web_phone(app, sim, you, default_to=phone.default_number,
+                                          file=args.file, out=out, port=args.web_port)
+                    return 0
                 phone.banner(args.file, args.speed)
                 await phone.run(_LineReader(_stdin_fd()))
         return 0
