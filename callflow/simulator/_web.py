@@ -18,18 +18,19 @@ answer). Real and scaled clocks need none of this.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
+from .._exceptions import CallflowError
 from ._asgi import Receive, Scope, Send
-from ._errors import ConfigError
 from ._live import LiveCaller, LivePhone, Ring
 from ._network import Phone
 from ._transcript import TranscriptEntry
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from ._simulator import Simulator
 
 __all__ = ("STATIC_FILES", "WebPhone")
+
+logger = logging.getLogger("callflow.simulator.web")
 
 STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -122,7 +125,7 @@ class WebPhone:
             for stream in self._streams:
                 stream.close()
 
-    def _start(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def _start(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         if self._tg is None:
             raise _Problem("the phone is not running")
         self._tg.start_soon(func, *args)
@@ -143,6 +146,7 @@ class WebPhone:
         return {
             "type": "state", "number": self.number, "to": self.default_to,
             "title": self.title, "platform": self.sim.platform, "clock": self.sim.clock.mode,
+            "speed": self.sim.clock.speed,
             "on_call": active is not None,
             "call": self._label(active.call) if active is not None else None,
             "listening": active is not None and active.listening,
@@ -188,17 +192,21 @@ class WebPhone:
 
     def _observe(self, call: SimCall, entry: TranscriptEntry | None) -> None:
         # Runs inside the simulator's tasks (an Observer): no blocking, no raising.
-        if entry is None:
-            duration = call.transcript.duration or 0.0
-            self._publish({"type": "end", "call": self._label(call),
-                           "line": f"call over after {duration:.1f}s"})
-        else:
-            self._publish(self._entry(call, entry))
-        self._changed()
+        try:
+            if entry is None:
+                duration = call.transcript.duration or 0.0
+                self._publish({"type": "end", "call": self._label(call),
+                               "line": f"call over after {duration:.1f}s"})
+            else:
+                self._publish(self._entry(call, entry))
+            self._changed()
+        except Exception:  # a page missing a line must not break the call
+            logger.exception("the browser phone could not show an event")
 
     def _on_ring(self, ring: Ring) -> None:
-        if self.sim.clock.mode == "virtual":
-            self._start(self._hold, lambda: ring.ringing)
+        # Runs inside the simulator's tasks too.
+        if self.sim.clock.mode == "virtual" and self._tg is not None:
+            self._tg.start_soon(self._hold, lambda: ring.ringing)
         self._changed()
 
     # -- virtual time --------------------------------------------------------------------------
@@ -374,7 +382,7 @@ class WebPhone:
             return
         method, path = scope["method"], scope["path"]
         try:
-            if method in ("GET", "HEAD") and path in STATIC_FILES:
+            if method == "GET" and path in STATIC_FILES:
                 name, content_type = STATIC_FILES[path]
                 data = resources.files(__package__).joinpath("web", name).read_bytes()
                 await _respond(send, 200, data, content_type)
@@ -384,18 +392,18 @@ class WebPhone:
                 await _respond_json(send, 200, self.state())
             elif method == "GET" and path.startswith("/recordings/"):
                 recording = path.removeprefix("/recordings/").removesuffix(".wav")
-                data = self.sim.recordings.get(recording)
-                if data is None:
+                wav = self.sim.recordings.get(recording)
+                if wav is None:
                     await _respond_json(send, 404, {"error": "no such recording"})
                 else:
-                    await _respond(send, 200, data, "audio/wav")
+                    await _respond(send, 200, wav, "audio/wav")
             elif method == "POST" and path.startswith("/api/"):
                 body = await _read_object(receive)
                 answer = await self.act(path.removeprefix("/api/"), body)
                 await _respond_json(send, 200, answer)
             else:
                 await _respond_json(send, 404, {"error": f"nothing at {method} {path}"})
-        except (_Problem, ConfigError) as exc:
+        except (_Problem, CallflowError) as exc:
             await _respond_json(send, 400, {"error": str(exc)})
         except Exception as exc:  # the call goes on; the page shows what broke
             await _respond_json(send, 500, {"error": f"{type(exc).__name__}: {exc}"})

@@ -99,6 +99,18 @@ def key(page: Any, name: str) -> Any:
     return page.get_by_role("group", name="Keypad").get_by_role("button", name=name, exact=True)
 
 
+def expect_speech_input_marked(page: Any) -> None:
+    """The "Say" box works where the simulator hears words, and says why not elsewhere."""
+    from callflow.simulator import LiveCaller
+
+    say = page.get_by_role("textbox", name="Say")
+    if callable(getattr(LiveCaller, "say", None)):
+        expect(say).to_be_enabled()
+    else:
+        expect(say).to_be_disabled()
+        expect(say).to_have_attribute("placeholder", "not supported yet")
+
+
 @pytest.mark.parametrize(("platform", "options"), [
     ("bluevia", ["--speed", "20", "--backend", "trio"]),
     ("twilio", ["--virtual"]),
@@ -121,6 +133,7 @@ def test_call_the_ivr_press_1_and_find_sales_busy(
     expect(log).to_contain_text("+34600000001 calls +34900000001")
     expect(log).to_contain_text("Welcome to Acme.")
     expect(log).to_contain_text("For sales, press 1")
+    expect_speech_input_marked(page)
     key(page, "1").click()
     expect(log).to_contain_text("⌨  1")
     expect(log).to_contain_text("Please hold while we put you through.")
@@ -167,24 +180,6 @@ def test_the_app_calls_out_and_the_page_answers(serve: Serve, page: Any) -> None
     expect(log).to_contain_text("the app's call to +34600000001: answered")
 
 
-def test_speech_input_is_marked_unsupported_until_the_simulator_hears_words(
-    serve: Serve, page: Any
-) -> None:
-    from callflow.simulator import LiveCaller
-
-    page.goto(serve("examples/ivr.py", "--virtual"))
-    page.get_by_role("button", name="Call", exact=True).click()
-    expect(transcript(page)).to_contain_text("For sales, press 1")
-    say = page.get_by_role("textbox", name="Say")
-    if callable(getattr(LiveCaller, "say", None)):
-        expect(say).to_be_enabled()
-    else:
-        expect(say).to_be_disabled()
-        expect(say).to_have_attribute("placeholder", "speech input is not supported yet")
-    page.get_by_role("button", name="Hang up").click()
-    expect(transcript(page)).to_contain_text("call over")
-
-
 def test_screenshot_for_the_docs(serve: Serve, page: Any, tmp_path: Path) -> None:
     page.goto(serve("examples/ivr.py", "--speed", "50"))
     page.get_by_label("Phone number").fill("+34910000001")
@@ -199,7 +194,7 @@ def test_screenshot_for_the_docs(serve: Serve, page: Any, tmp_path: Path) -> Non
     update = os.environ.get("CALLFLOW_UPDATE_SCREENSHOTS") == "1"
     target = SCREENSHOT if update else tmp_path / SCREENSHOT.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(target))
+    page.screenshot(path=str(target), full_page=True)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page.get_by_role("button", name="Hang up").click()
     expect(log).to_contain_text("call over")

@@ -78,7 +78,7 @@ function showState(next) {
     $("callout-to").value = next.number;
     $("phone-outcome").replaceChildren(...next.outcomes.map((outcome) => new Option(outcome)));
   }
-  const clock = next.clock === "virtual" ? "virtual time" : `${next.clock} time`;
+  const clock = next.clock === "scaled" ? `${next.speed}× real time` : `${next.clock} time`;
   $("network").textContent = `${next.platform} · ${clock} · your phone is ${next.number}`;
 
   const display = $("display");
@@ -101,7 +101,8 @@ function showState(next) {
   const speech = next.speech_input;
   $("say-text").disabled = !speech || !next.on_call;
   $("say").disabled = !speech || !next.on_call;
-  $("say-text").placeholder = speech ? "what the caller says" : "speech input is not supported yet";
+  $("say-text").placeholder = speech ? "what the caller says" : "not supported yet";
+  $("say-text").title = speech ? "" : "this simulator does not take speech input yet";
   $("callout-form").hidden = !next.call_out;
   showPhones(next.phones, next.outcomes);
 }
@@ -149,6 +150,9 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     press(event.key);
   }
+});
+$("notifications").addEventListener("change", (event) => {
+  $("transcript").classList.toggle("notifications", event.target.checked);
 });
 $("say-form").addEventListener("submit", (event) => {
   event.preventDefault();
