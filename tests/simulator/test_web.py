@@ -115,7 +115,7 @@ def said(text: str) -> Callable[[Event], bool]:
 
 @pytest.mark.anyio
 async def test_virtual_time_waits_for_the_persons_keys() -> None:
-    async with web_phone(menu_app()) as (phone, page), events(page) as stream:
+    async with web_phone(menu_app()) as (_, page), events(page) as stream:
         first = await stream.wait_for(lambda e: e["type"] == "state")
         assert first["clock"] == "virtual" and not first["on_call"]
         assert (await page.post("/api/call", json={})).json()["message"] == f"calling {NUMBER}"
