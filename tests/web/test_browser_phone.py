@@ -155,6 +155,7 @@ def test_keyboard_digits_and_recordings_played_back(serve: Serve, page: Any) -> 
     page.get_by_role("button", name="Talk 3 s").click()
     expect(log).to_contain_text("recorded")
     expect(log).to_contain_text("To keep this message, press 1")
+    expect(log.locator("audio")).to_have_count(2)  # the recording, and its playback
     audio = log.locator("audio").first
     src = audio.get_attribute("src")
     assert src is not None and src.startswith("/recordings/")
