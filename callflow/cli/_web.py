@@ -14,8 +14,7 @@ import anyio
 
 from .._app import App
 from .._server import SHUTDOWN_SIGNALS, Listener, serving
-from ..simulator import ConfigError, Simulator
-from ..simulator._web import WebPhone
+from ..simulator import ConfigError, Simulator, WebPhone
 
 __all__ = ("serve_web_phone",)
 

@@ -37,6 +37,7 @@ from ._simulator import PLATFORMS, Chaos, NotificationOutcome, Simulator, serve_
 from ._telnyx import TelnyxFrontEnd, TelnyxWebhook
 from ._transcript import EntryKind, Transcript, TranscriptEntry
 from ._twilio import TwilioFrontEnd
+from ._web import WebPhone
 from ._wire import parse_commands
 
 __all__ = (
@@ -77,6 +78,7 @@ __all__ = (
     "TranscriptEntry",
     "TwilioFrontEnd",
     "WaitFor",
+    "WebPhone",
     "WireError",
     "load_config",
     "parse_commands",

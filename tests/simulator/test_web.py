@@ -19,8 +19,8 @@ import anyio
 import httpx
 import pytest
 
-from callflow.simulator import Clock, Simulator, serve_asgi
-from callflow.simulator._web import STATIC_FILES, WebPhone
+from callflow.simulator import Clock, Simulator, WebPhone, serve_asgi
+from callflow.simulator._web import STATIC_FILES
 
 from ._app import APP, App
 
