@@ -44,8 +44,19 @@ async def serve_web_phone(
         # The phone stops first: it ends the pages' event streams, so the server stops at once.
         async with serving(phone, Listener.bind(host, port), graceful_timeout=1.0) as url, \
                 phone.running():
+            for spec in app.flows.values():
+                answers = ", ".join(spec.numbers) if spec.numbers else "default flow"
+                print(f"  flow {spec.name}: {answers}", file=out)
+            print(f"your phone is {number} ({sim.platform}, {_pace(sim)})", file=out)
             print(f"browser phone: {url}/  (open it in a browser; Ctrl+C quits)",
                   file=out, flush=True)
             async for _ in signals:
                 break
     print("bye", file=out, flush=True)
+
+
+def _pace(sim: Simulator) -> str:
+    clock = sim.clock
+    if clock.mode == "scaled":
+        return f"{clock.speed:g}x real time"
+    return f"{clock.mode} time"
