@@ -249,9 +249,19 @@ class WebPhone:
 
     def _take_line(self, caller: LiveCaller) -> None:
         self.active = caller
+        self._start(self._watch_listening, caller)
         if self.sim.clock.mode == "virtual":
             self._start(self._hold_while_listening, caller)
         self._changed()
+
+    async def _watch_listening(self, caller: LiveCaller) -> None:
+        """Tell the page when the platform starts or stops listening (no entry says so)."""
+        while caller.live:
+            was = caller.listening
+            await caller.leg.changed.wait_for(
+                lambda: caller.listening != was or not caller.live  # noqa: B023
+            )
+            self._changed()
 
     # -- what the person does ----------------------------------------------------------------
 
