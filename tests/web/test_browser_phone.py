@@ -96,9 +96,13 @@ def serve() -> Iterator[Serve]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; the test fails if its script raised anything."""
     page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     page.close()
+    assert errors == []
 
 
 def transcript(page: Any) -> Any:
