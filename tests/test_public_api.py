@@ -24,7 +24,8 @@ PYPROJECT = ROOT.parent / "pyproject.toml"
 # Every private module of the core, sorted into what users write flows with (whose
 # public names must be exported from ``callflow``) and the machinery behind it.
 USER_MODULES = {
-    "_app", "_call", "_commands", "_events", "_exceptions", "_results", "_settings",
+    "_app", "_call", "_commands", "_events", "_exceptions", "_hotkeys", "_results", "_settings",
+    "_ssml",
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
@@ -54,6 +55,8 @@ NOT_CALLFLOW_ERRORS = {
     "callflow._session.Evicted": "a BaseException on purpose: a flow's 'except Exception' "
                                  "must not take a cache eviction for a failure",
     "callflow._asgi.BodyTimeout": "caught inside the app and answered 408; never escapes",
+    "callflow._hotkeys.HotkeyPressed": "a BaseException on purpose: it unwinds a hotkeys "
+                                       "block, and a flow's 'except Exception' must not stop it",
 }
 
 

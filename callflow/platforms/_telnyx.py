@@ -70,6 +70,7 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
 )
 from .._events import Event, EventKind, HangupBy
 from .._exceptions import (
@@ -99,7 +100,26 @@ MIN_DIAL_TIMEOUT, MAX_DIAL_TIMEOUT = 5, 600
 LIVE_ROOMS = ("init", "in_progress")
 """A room that is not started yet (``start_conference_on_create: false``) is ``init``."""
 
+VOICE_PREFIXES = ("Polly.", "AWS.Polly.", "Azure.", "ElevenLabs.", "Telnyx.", "Google.")
+"""Telnyx's voice families (docs: speak, ``voice``: "male", "female", or
+``Provider.Model.VoiceId``); the portable female and male pass as they are."""
+DTMF_SECONDS = 0.25
+"""How long each tone of ``send_dtmf`` lasts (docs: send_dtmf ``duration_millis``, 250)."""
+
+
+def voice(name: str) -> str | None:
+    """A flow's ``voice=`` as Telnyx's ``voice``, or None when Telnyx has no such voice."""
+    if name in ("female", "male"):
+        return name
+    if name.startswith(VOICE_PREFIXES) and "." in name.rstrip("."):
+        return name
+    return None
+
+
 UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
+    ("gather", "input"): "callflow's Telnyx adapter collects keys only (speech would need "
+                         "transcription_start); use Twilio for speech input",
+    ("gather", "hints"): "callflow's Telnyx adapter collects keys only",
     ("conference", "speak_on_enter"): "Call Control conferences have no entry announcement",
     ("conference", "speak_on_exit"): "Call Control conferences have no exit announcement",
     ("conference", "play_on_exit"): "Call Control conferences have no exit announcement",
@@ -302,6 +322,14 @@ class Telnyx:
         return UNSUPPORTED
 
     def check(self, command: Command) -> None:
+        prompt = command.prompt if isinstance(command, Gather) else command
+        if isinstance(prompt, Say) and voice(prompt.voice) is None:
+            raise UnsupportedFeature("say", self.name, option="voice",
+                                     hint=f"{prompt.voice!r} is not a Telnyx voice: use female, "
+                                          "male or Provider.Model.Voice (Polly.Joanna...)")
+        if isinstance(command, Gather) and command.input != "dtmf":
+            raise UnsupportedFeature("gather", self.name, option="input",
+                                     hint=UNSUPPORTED[("gather", "input")])
         if isinstance(command, Conference):
             o = command.options
             for option in ("speak_on_enter", "speak_on_exit", "play_on_exit"):
@@ -424,7 +452,12 @@ class Telnyx:
         return matches
 
     def _voice(self, say: Say) -> dict[str, str]:
-        return {"payload": say.text, "voice": say.voice, "language": self.language}
+        body = {"payload": say.text, "voice": voice(say.voice) or "female",
+                "language": say.language or self.language}
+        if say.ssml is not None:
+            # docs: speak / gather_using_speak, payload_type "text" (default) or "ssml"
+            body.update(payload=say.ssml, payload_type="ssml")
+        return body
 
     async def _wait(self, watch: Watch, what: str, longest: float) -> Event:
         """The next event of ``watch``; a ``PlatformError`` (the runner hangs up) when it
@@ -486,6 +519,15 @@ class Telnyx:
         if isinstance(command, Pause):
             await anyio.sleep(command.seconds)
             return None
+        if isinstance(command, SendDigits):
+            # send_dtmf has no completion webhook (docs: send_dtmf): wait for the tones
+            # (and each "w", half a second) to go out before the next command.
+            await ctl.post(self.action(ctl.leg, "send_dtmf", {
+                "digits": command.digits, "duration_millis": int(DTMF_SECONDS * 1000),
+                **self._stamp(ctl, ctl.next_seq())}))
+            await anyio.sleep(command.digits.count("w") * 0.5
+                              + len(command.digits.replace("w", "")) * DTMF_SECONDS)
+            return None
         if isinstance(command, Resume):
             return await ctl.feed(ctl.event("resumed", step=command.step, name="Resume"))
         if isinstance(command, Hangup):
@@ -527,7 +569,9 @@ class Telnyx:
         typing = gather.timeout * (min(maximum, 20) + 1)
         prompt = gather.prompt
         for _ in range(max(1, gather.retries)):
-            if isinstance(prompt, Say) and prompt.repeat > 1:
+            if prompt is not None and gather.barge_in is False:
+                await self._prompt(ctl, ctl.leg, prompt)  # heard out, then listen
+            elif isinstance(prompt, Say) and prompt.repeat > 1:
                 for _ in range(prompt.repeat - 1):
                     await self._speak(ctl, ctl.leg, prompt)
             elif isinstance(prompt, Play) and prompt.repeat > 1:
@@ -535,7 +579,10 @@ class Telnyx:
             seq = ctl.next_seq()
             stamp = self._stamp(ctl, seq, s=gather.step)
             longest = typing
-            if isinstance(prompt, Say):
+            if gather.barge_in is False:
+                request = self.action(ctl.leg, "gather", {
+                    **digits_body, "initial_timeout_millis": millis, **stamp})
+            elif isinstance(prompt, Say):
                 request = self.action(ctl.leg, "gather_using_speak", {
                     **self._voice(prompt), **digits_body, "timeout_millis": millis,
                     "maximum_tries": 1, **stamp})
