@@ -22,6 +22,7 @@ text from a caller or a database cannot inject tags.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Literal, TypeAlias
 from xml.sax.saxutils import escape, quoteattr
@@ -45,6 +46,12 @@ _CURRENCIES: dict[str, tuple[str, str, str, str]] = {
 }
 MAX_PAUSE = 10.0
 """The longest ``<break>`` (seconds) SSML engines honour (Polly and Google: 10 s)."""
+
+
+def _tidy(text: str) -> str:
+    """A plain reading without the doubled marks a pause's comma leaves ("Hello., ")."""
+    text = re.sub(r"([.!?;:,])(\s*,)+", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip(" ,") if text.strip(" ,") else ""
 
 
 class Speech:
@@ -72,7 +79,7 @@ class Speech:
             else:
                 raise TypeError(f"Speech parts are str or Speech, not {type(part).__name__}")
         self._markup = "".join(markup)
-        self.text = "".join(text)
+        self.text = _tidy("".join(text))
 
     @classmethod
     def _raw(cls, markup: str, text: str) -> Speech:

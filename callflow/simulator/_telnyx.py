@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
+from xml.etree import ElementTree
 
 import anyio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -226,6 +227,24 @@ def _str(body: Mapping[str, Any], name: str, *, required: bool = False) -> str |
     if not isinstance(value, str):
         raise _invalid(name, f"'{name}' must be a string.")
     return value
+
+
+def _spoken(body: Mapping[str, Any]) -> str:
+    """What a speak's ``payload`` says: text, or with ``payload_type: "ssml"`` an SSML
+    document read as its words (docs: speak, payload_type "text" or "ssml")."""
+    payload = _str(body, "payload", required=True) or ""
+    kind = _str(body, "payload_type") or "text"
+    if kind == "text":
+        return payload
+    if kind != "ssml":
+        raise _invalid("payload_type", "'payload_type' must be text or ssml.")
+    try:
+        root = ElementTree.fromstring(payload)
+    except ElementTree.ParseError:
+        raise _invalid("payload", "'payload' is not well-formed SSML.") from None
+    if root.tag != "speak":
+        raise _invalid("payload", "an SSML 'payload' must be a <speak> document.")
+    return " ".join("".join(root.itertext()).split())
 
 
 def _int(body: Mapping[str, Any], name: str, default: int, *, minimum: int = 0,
@@ -948,7 +967,7 @@ class TelnyxFrontEnd:
 
     async def _do_speak(self, leg: _Leg, body: dict[str, Any], state: str | None) -> None:
         self._require_answered(leg)
-        text = _str(body, "payload", required=True) or ""
+        text = _spoken(body)
         voice = _str(body, "voice", required=True) or ""
         gender: Literal["male", "female"] = "male" if voice == "male" else "female"
         action = self._action("speak", state, body)
@@ -972,7 +991,7 @@ class TelnyxFrontEnd:
 
     async def _do_gather_using_speak(self, leg: _Leg, body: dict[str, Any],
                                      state: str | None) -> None:
-        text = _str(body, "payload", required=True) or ""
+        text = _spoken(body)
         voice = _str(body, "voice", required=True) or ""
         invalid = _str(body, "invalid_payload")
         gender: Literal["male", "female"] = "male" if voice == "male" else "female"
