@@ -102,6 +102,7 @@ def add_parser(subparsers: Any) -> None:
                "  press-next:KEYS after the next prompt, press KEYS (what --press does)\n"
                "  press-now:KEYS  press at once, listening or not\n"
                "  say:WORDS       say WORDS as soon as the flow listens for speech\n"
+               "  say-next:WORDS  after the next prompt, say WORDS (what --say does)\n"
                "  say-now:WORDS   say WORDS at once, listening or not\n"
                "  silence:S  talk:S  hangup  hangup:S",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -128,7 +129,8 @@ def add_parser(subparsers: Any) -> None:
     )
     call.add_argument(
         "--say", dest="steps", action=_Steps, const="say", metavar="WORDS",
-        help="say WORDS when the flow listens for speech (a gather with input='speech'); "
+        help="wait for the next prompt to finish, then say WORDS when the flow listens for "
+             "speech (a gather with input='speech'); "
              "the simulator recognises them against the gather's hints (repeatable)",
     )
     call.add_argument(
@@ -230,7 +232,7 @@ def _script(items: Sequence[tuple[str, str]]) -> list[str]:
         if kind == "script":
             steps += read_script(value)
             continue
-        step = (f"press-next:{value}" if kind == "press" else f"say:{value}" if kind == "say"
+        step = (f"press-next:{value}" if kind == "press" else f"say-next:{value}" if kind == "say"
                 else value)
         _check_step(step, f"--{kind} {value!r}")
         steps.append(step)

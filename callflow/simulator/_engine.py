@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -105,7 +105,7 @@ class Leg:
     @property
     def hearing(self) -> bool:
         """True while a gather listens for this party's speech."""
-        return self.main and self.call._hearing
+        return self.main and (self.call._hearing or self.call.transcriber is not None)
 
     def set_status(self, status: LegStatus) -> None:
         now = self.call.clock.now()
@@ -212,6 +212,9 @@ class SimCall:
         self._valid = ""
         self._speech: deque[str] = deque()
         self._hearing = False  # a gather listens for speech
+        self.transcriber: Callable[[str], None] | None = None
+        """Set while a front end transcribes the caller (Telnyx ``transcription_start``):
+        it gets every utterance of the main leg."""
         self._record_finish = ""
         self._record_stop = False
         self._epoch = 0
@@ -490,6 +493,8 @@ class SimCall:
     def _said(self, text: str) -> None:
         if self._hearing:
             self._speech.append(text)
+        if self.transcriber is not None:
+            self.transcriber(text)
         self.changed.notify()
 
     def _key(self, key: str) -> None:

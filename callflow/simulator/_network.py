@@ -81,10 +81,12 @@ class Talk:
 @dataclass(frozen=True)
 class Utter:
     """Say `text` (words, not keys); unless `now`, first wait until the platform listens
-    for speech (a gather with speech input), as `Press` waits for a gather."""
+    for speech (a gather with speech input), as `Press` waits for a gather; with
+    `after_prompt`, first until a prompt has finished after this step began (`--say`)."""
 
     text: str
     now: bool = False
+    after_prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def _seconds(text: str, step: str) -> float:
 
 def parse_step(text: str) -> Step:
     """Parse one step: `wait:TEXT`, `press:KEYS`, `press-now:KEYS`, `press-next:KEYS`,
-    `say:WORDS`, `say-now:WORDS`, `silence:S`, `talk:S`, `hangup` or `hangup:S`."""
+    `say:WORDS`, `say-now:WORDS`, `say-next:WORDS`, `silence:S`, `talk:S`, `hangup` or
+    `hangup:S`."""
     name, _, arg = text.partition(":")
     name = name.strip().lower().replace("_", "-")
     if name in ("wait", "wait-for", "expect"):
@@ -123,10 +126,10 @@ def parse_step(text: str) -> Step:
         if not keys or set(keys) - _VALID_KEYS:
             raise ConfigError(f"{name}: {keys!r} is not a string of keys 0-9 * #")
         return Press(keys, now=name == "press-now", after_prompt=name == "press-next")
-    if name in ("say", "say-now"):
+    if name in ("say", "say-now", "say-next"):
         if not arg.strip():
             raise ConfigError(f"{name}: needs the words to say, e.g. say:sales please")
-        return Utter(arg.strip(), now=name == "say-now")
+        return Utter(arg.strip(), now=name == "say-now", after_prompt=name == "say-next")
     if name in ("silence", "silent", "pause"):
         return Silence(_seconds(arg or "0", name))
     if name == "talk":
@@ -204,6 +207,11 @@ async def run_script(clock: Clock, line: Line, steps: Iterable[Step]) -> None:
                 if index + 1 < len(step.keys):
                     await clock.sleep(step.gap)
         elif isinstance(step, Utter):
+            if step.after_prompt:
+                mark = len(line.heard)
+                await line.changed.wait_for(
+                    lambda mark=mark: len(line.heard) > mark or not line.live  # type: ignore[misc]
+                )
             if not step.now and not await line.changed.wait_for(
                 lambda: line.hearing or not line.live
             ):

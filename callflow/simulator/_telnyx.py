@@ -72,6 +72,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from .._recognise import recognise
 from ._asgi import Receive, Scope, Send
 from ._clock import Signal
 from ._errors import ApiError, ConfigError, WireError
@@ -1102,6 +1103,39 @@ class TelnyxFrontEnd:
         if not digits or set(digits) - set(ALL_KEYS + "wW"):
             raise _invalid("digits", "'digits' must be DTMF digits (0-9, *, #, w, W).")
         leg.call._log("keys", digits, leg.call.main, sent=True)
+
+    async def _do_transcription_start(self, leg: _Leg, body: dict[str, Any],
+                                      state: str | None) -> None:
+        """docs: transcription_start; each final result is a ``call.transcription`` webhook
+        with ``transcription_data`` {transcript, confidence, is_final}.  The simulated
+        recogniser matches what the caller says against the engine config's ``hints``."""
+        self._require_answered(leg)
+        config = body.get("transcription_engine_config") or {}
+        if not isinstance(config, dict):
+            raise _invalid("transcription_engine_config", "it must be an object.")
+        hints = config.get("hints") or []
+        if not isinstance(hints, list) or not all(isinstance(h, str) for h in hints):
+            raise _invalid("transcription_engine_config.hints", "hints must be strings.")
+        tracks = _str(body, "transcription_tracks") or "inbound"
+        if tracks not in ("inbound", "outbound", "both"):
+            raise _invalid("transcription_tracks", "'transcription_tracks' must be inbound, "
+                           "outbound or both.")
+
+        def heard(text: str) -> None:
+            if leg.ended:
+                return
+            transcript, confidence = recognise(text, hints)
+            leg.call._log("recognised", transcript, leg.call.main, confidence=confidence)
+            self._emit(leg, "call.transcription", {"transcription_data": {
+                "transcript": transcript, "confidence": confidence, "is_final": True}},
+                state=state)
+
+        leg.call.transcriber = heard if tracks != "outbound" else None
+        leg.call.changed.notify()
+
+    async def _do_transcription_stop(self, leg: _Leg, body: dict[str, Any],
+                                     state: str | None) -> None:
+        leg.call.transcriber = None
 
     async def _do_bridge(self, leg: _Leg, body: dict[str, Any], state: str | None) -> None:
         other = self.legs.get(_str(body, "call_control_id", required=True) or "")
