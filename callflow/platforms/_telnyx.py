@@ -108,7 +108,7 @@ DTMF_SECONDS = 0.25
 """How long each tone of ``send_dtmf`` lasts (docs: send_dtmf ``duration_millis``, 250)."""
 
 
-def voice(name: str) -> str | None:
+def _voice_name(name: str) -> str | None:
     """A flow's ``voice=`` as Telnyx's ``voice``, or None when Telnyx has no such voice."""
     if name in ("female", "male"):
         return name
@@ -324,7 +324,7 @@ class Telnyx:
 
     def check(self, command: Command) -> None:
         prompt = command.prompt if isinstance(command, Gather) else command
-        if isinstance(prompt, Say) and voice(prompt.voice) is None:
+        if isinstance(prompt, Say) and _voice_name(prompt.voice) is None:
             raise UnsupportedFeature("say", self.name, option="voice",
                                      hint=f"{prompt.voice!r} is not a Telnyx voice: use female, "
                                           "male or Provider.Model.Voice (Polly.Joanna...)")
@@ -450,7 +450,7 @@ class Telnyx:
         return matches
 
     def _voice(self, say: Say) -> dict[str, str]:
-        body = {"payload": say.text, "voice": voice(say.voice) or "female",
+        body = {"payload": say.text, "voice": _voice_name(say.voice) or "female",
                 "language": say.language or self.language}
         if say.ssml is not None:
             # docs: speak / gather_using_speak, payload_type "text" (default) or "ssml"

@@ -93,7 +93,7 @@ def _bad(code: str, message: str, status: int = 400) -> NotificationError:
     return NotificationError(status, code, message)
 
 
-def voice(name: str) -> str | None:
+def _voice_name(name: str) -> str | None:
     """A flow's ``voice=`` as Twilio's ``<Say voice>``, or None when Twilio has no such voice."""
     if name in VOICES:
         return VOICES[name]
@@ -355,7 +355,7 @@ class Twilio:
 
     def _prompt(self, parent: ET.Element, prompt: Prompt) -> None:
         if isinstance(prompt, Say):
-            name = voice(prompt.voice) or VOICES["female"]
+            name = _voice_name(prompt.voice) or VOICES["female"]
             say = ET.SubElement(parent, "Say", voice=name,
                                 language=prompt.language or self.language)
             if prompt.repeat != 1:
@@ -469,7 +469,7 @@ class Twilio:
 
     def check(self, command: Command) -> None:
         prompt = command.prompt if isinstance(command, Gather) else command
-        if isinstance(prompt, Say) and voice(prompt.voice) is None:
+        if isinstance(prompt, Say) and _voice_name(prompt.voice) is None:
             raise UnsupportedFeature("say", self.name, option="voice",
                                      hint=f"{prompt.voice!r} is not a Twilio voice: use female, "
                                           "male, man, woman, alice, Polly.* or Google.*")
