@@ -78,6 +78,7 @@ from ._clock import Signal
 from ._errors import ApiError, ConfigError, WireError
 from ._http import read_body
 from ._network import Line, Outcome, Phone
+from ._reading import spoken_words
 from ._transcript import EntryKind, TranscriptEntry
 from ._wire import (
     Command,
@@ -245,7 +246,7 @@ def _spoken(body: Mapping[str, Any]) -> str:
         raise _invalid("payload", "'payload' is not well-formed SSML.") from None
     if root.tag != "speak":
         raise _invalid("payload", "an SSML 'payload' must be a <speak> document.")
-    return " ".join("".join(root.itertext()).split())
+    return spoken_words(root)
 
 
 def _int(body: Mapping[str, Any], name: str, default: int, *, minimum: int = 0,

@@ -46,6 +46,7 @@ from ._api import _base as _base_url
 from ._asgi import Receive, Scope, Send
 from ._errors import ApiError, WireError
 from ._http import read_body
+from ._reading import spoken_words
 from ._wire import (
     Command,
     ConferenceProperties,
@@ -521,7 +522,7 @@ class TwilioFrontEnd:
         commands: list[Command] = []
         for node in nodes:
             if node.tag == "Say":
-                commands.append(Speak(_text(node), voice=_voice(node.get("voice")),
+                commands.append(Speak(spoken_words(node), voice=_voice(node.get("voice")),
                                       repeat=_loop(node)))
             elif node.tag == "Play":
                 target = _text(node)
