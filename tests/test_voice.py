@@ -575,3 +575,30 @@ async def test_hotkeys_and_prompts_played_out_on_every_platform(platform: str,
     to_operator = await place("press-next:1234", "press-next:0")
     assert to_operator.spoken[-2:] == ["Press 1 to confirm.", "Operator."]
     assert confirmed.texts("error") == to_operator.texts("error") == []
+
+
+def test_a_twilio_whisper_keeps_its_voice_language_and_ssml() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    speech = Speech("A caller for ", Speech.emphasis("sales"))
+    whisper = Say(speech.text, voice="Polly.Joanna", language="en-GB", ssml=speech.ssml)
+    root = twiml(callflow.Dial(2, numbers=("+34910000001",), on_answer=whisper))
+    number = root.find("Dial/Number")
+    assert number is not None
+    url = number.get("url", "")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    reply = Twilio().direct_reply(Webhook("POST", url, query=query))
+    assert reply is not None
+    say = ET.fromstring(reply.body).find("Say")
+    assert say is not None and say.get("voice") == "Polly.Joanna"
+    assert say.get("language") == "en-GB" and [c.tag for c in say] == ["emphasis"]
+    handmade = twiml(Say("plain", voice="Polly.Joanna", ssml="<speak>broken")).find("Say")
+    assert handmade is not None and handmade.text == "plain"
+
+
+def test_the_start_up_check_finds_send_digits(tmp_path: Path) -> None:
+    flows = tmp_path / "tones.py"
+    flows.write_text(TONES)
+    app = load_app(flows)
+    app.configure(callflow.Settings(platform="bluevia"))
+    assert any("bluevia does not support send_digits()" in w for w in app.check_platform())

@@ -188,6 +188,10 @@ def _form_params(body: bytes) -> dict[str, list[str]]:
 def _encode_whisper(prompt: Prompt) -> str:
     if isinstance(prompt, Say):
         data: dict[str, Any] = {"say": prompt.text, "voice": prompt.voice, "repeat": prompt.repeat}
+        if prompt.language:
+            data["language"] = prompt.language
+        if prompt.ssml:
+            data["ssml"] = prompt.ssml
     else:
         data = {"play": prompt.url, "repeat": prompt.repeat}
     raw = json.dumps(data, separators=(",", ":")).encode()
@@ -199,12 +203,17 @@ def _decode_whisper(text: str) -> Prompt | None:
         data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         repeat = int(data.get("repeat", 1))
         if "say" in data:
-            if data.get("voice") == "male":
-                return Say(str(data["say"]), voice="male", repeat=repeat)
-            return Say(str(data["say"]), voice="female", repeat=repeat)
+            name = data.get("voice")
+            language, ssml = data.get("language"), data.get("ssml")
+            if ssml is not None:
+                ET.fromstring(str(ssml))  # a whisper URL is outside text: well-formed or none
+            return Say(str(data["say"]),
+                       voice=name if isinstance(name, str) and _voice_name(name) else "female",
+                       repeat=repeat, language=language if isinstance(language, str) else None,
+                       ssml=ssml if isinstance(ssml, str) else None)
         if "play" in data:
             return Play(str(data["play"]), repeat=repeat)
-    except (ValueError, TypeError, AttributeError, binascii.Error):
+    except (ValueError, TypeError, AttributeError, binascii.Error, ET.ParseError):
         pass
     return None
 
@@ -360,14 +369,15 @@ class Twilio:
                                 language=prompt.language or self.language)
             if prompt.repeat != 1:
                 say.set("loop", str(prompt.repeat))
+            say.text = prompt.text
             if prompt.ssml is not None and name not in VOICE_NAMES:
                 # SSML goes inside <Say> as elements (docs: TwiML <Say>, SSML); the basic
-                # voices read text only, so they get the plain reading.
-                speak = ET.fromstring(prompt.ssml)
-                say.text = speak.text
-                say.extend(list(speak))
-            else:
-                say.text = prompt.text
+                # voices read text only, so they get the plain reading, as does a
+                # hand-made Say whose ssml is not a document.
+                with contextlib.suppress(ET.ParseError):
+                    speak = ET.fromstring(prompt.ssml)
+                    say.text = speak.text
+                    say.extend(list(speak))
         else:
             play = ET.SubElement(parent, "Play")
             if prompt.repeat != 1:
