@@ -101,7 +101,6 @@ VOICES = ("female", "male")
 """BlueVia's ``speak`` voices (bluevia-voice-api.md): the portable two, nothing else."""
 UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("gather", "input"): "getDigits collects keys only: BlueVia has no speech recognition",
-    ("gather", "language"): "getDigits collects keys only: BlueVia has no speech recognition",
     ("say", "language"): "speak has no language: BlueVia speaks its own",
     ("send_digits", None): "BlueVia has no command that sends tones",
 }
@@ -213,10 +212,9 @@ class BlueVia:
                 raise UnsupportedFeature("say", self.name, option="language",
                                          hint=UNSUPPORTED[("say", "language")])
         if isinstance(command, Gather):
-            if command.input != "dtmf" or command.language is not None:
-                option = "input" if command.input != "dtmf" else "language"
-                raise UnsupportedFeature("gather", self.name, option=option,
-                                         hint=UNSUPPORTED[("gather", option)])
+            if command.input != "dtmf":  # (a language or hints for keys mean nothing)
+                raise UnsupportedFeature("gather", self.name, option="input",
+                                         hint=UNSUPPORTED[("gather", "input")])
             if command.barge_in:
                 raise UnsupportedFeature("gather", self.name, option="barge_in",
                                          hint="keys pressed during a getDigits prompt are "
