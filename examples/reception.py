@@ -4,10 +4,10 @@ Callers to +34900000005 are asked which department they want.  They may say it
 ("sales", "support", "billing": the recogniser is given them as hints) or press
 1, 2 or 3, and the prompt stops as soon as they start (barge-in).  0 at any
 question reaches the operator (a hotkey over the whole conversation).  Prices and
-reference numbers are read with ``Speech``: "19 euros 50", "4 7 1 1".
+reference numbers are read with ``Speech``: "19 euros 50 cents", "4 7 1 1".
 
-Speech input needs a platform that recognises speech: Twilio here (BlueVia and
-callflow's Telnyx adapter collect keys only, and ``callflow serve`` says so at start-up).
+Speech input needs a platform that recognises speech: Twilio or Telnyx (BlueVia collects
+keys only, and ``callflow serve`` says so at start-up).
 
 Serve it::
 
@@ -15,13 +15,11 @@ Serve it::
 
 Try it without a phone, saying "support" or pressing 1::
 
-    callflow call examples/reception.py --platform twilio --say support
-    callflow call examples/reception.py --platform twilio --press 1
+    callflow call examples/reception.py --say support --platform twilio
+    callflow call examples/reception.py --press 1 --platform twilio
 """
 
 from __future__ import annotations
-
-from decimal import Decimal
 
 import callflow
 from callflow import Speech
@@ -35,7 +33,8 @@ QUESTION = ("Which department would you like? Say sales, support or billing, "
             "or press 1, 2 or 3. Press 0 at any time for the operator.")
 SORRY = "Sorry, I did not get that."
 GOODBYE = "Thank you for calling Acme. Goodbye."
-MONTHLY_FEE = Decimal("19.50")
+MONTHLY_FEE = "19.50"
+"""Money as a decimal string (or a Decimal), never a float."""
 CONFIDENT = 0.5
 """Below this confidence the flow asks the caller to confirm what it heard."""
 
