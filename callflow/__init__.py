@@ -23,6 +23,8 @@ from ._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
+    SpeechInput,
     Voice,
 )
 from ._events import Event, EventKind
@@ -44,8 +46,10 @@ from ._exceptions import (
     StoreUnavailable,
     UnsupportedFeature,
 )
+from ._hotkeys import HotkeyHandler, HotkeyPressed, Hotkeys
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
+from ._ssml import EmphasisLevel, ProsodyPitch, ProsodyRate, ProsodyVolume, Speech
 
 __version__ = "0.1.0"
 
@@ -62,6 +66,7 @@ __all__ = (
     "DialResult",
     "DialStatus",
     "Direction",
+    "EmphasisLevel",
     "Event",
     "EventKind",
     "Fenced",
@@ -72,6 +77,9 @@ __all__ = (
     "GatherResult",
     "Hangup",
     "HistoryError",
+    "HotkeyHandler",
+    "HotkeyPressed",
+    "Hotkeys",
     "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",
@@ -80,12 +88,18 @@ __all__ = (
     "PlatformError",
     "Play",
     "Prompt",
+    "ProsodyPitch",
+    "ProsodyRate",
+    "ProsodyVolume",
     "Record",
     "RecordResult",
     "Resume",
     "Say",
     "SchemaTooNew",
+    "SendDigits",
     "Settings",
+    "Speech",
+    "SpeechInput",
     "StepError",
     "StoreError",
     "StoreUnavailable",

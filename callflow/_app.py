@@ -984,7 +984,7 @@ def _no_url(step: int) -> str:
 
 
 _VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conference", "hangup",
-                    "menu"})
+                    "menu", "send_digits"})
 
 
 def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:

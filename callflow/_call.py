@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random as _random
 import uuid as _uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._commands import (
+    DTMF_OUT,
     Conference,
     ConferenceOptions,
     Dial,
@@ -22,10 +24,13 @@ from ._commands import (
     Prompt,
     Record,
     Say,
-    Voice,
+    SendDigits,
+    SpeechInput,
 )
 from ._events import Event
+from ._hotkeys import HotkeyHandler, Hotkeys
 from ._results import DialResult, GatherResult, RecordResult
+from ._ssml import Speech
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -46,10 +51,28 @@ DEFAULT_NO_MATCH: tuple[str, ...] = (
 )
 
 
-def _prompt(prompt: str | Prompt | None) -> Prompt | None:
+def _prompt(prompt: str | Speech | Prompt | None) -> Prompt | None:
     if isinstance(prompt, str):
         return Say(prompt)
+    if isinstance(prompt, Speech):
+        return Say(prompt.text, ssml=prompt.ssml)
     return prompt
+
+
+def _speech(text: str | Speech, voice: str, language: str | None, repeat: int) -> Say:
+    if isinstance(text, Speech):
+        return Say(text.text, voice=voice, repeat=repeat, language=language, ssml=text.ssml)
+    if not isinstance(text, str):
+        raise TypeError(f"say() takes a str or a Speech, not {type(text).__name__}")
+    return Say(text, voice=voice, repeat=repeat, language=language)
+
+
+def _check_digits(digits: str) -> str:
+    bad = sorted(set(digits) - DTMF_OUT)
+    if not digits or bad:
+        raise ValueError(f"send_digits({digits!r}): send 0-9, * and #, with w for a half-second "
+                         f"pause{'; not ' + ', '.join(map(repr, bad)) if bad else ''}")
+    return digits
 
 
 def _e164(number: str) -> str:
@@ -65,7 +88,7 @@ class Call:
     ``CallEnded`` is raised from whatever the flow awaits, and from every later verb.
     """
 
-    __slots__ = ("_session", "callee", "caller", "data", "direction", "id")
+    __slots__ = ("_hotkeys", "_session", "callee", "caller", "data", "direction", "id")
 
     def __init__(
         self,
@@ -82,6 +105,7 @@ class Call:
         self.direction: Direction = direction
         self.data: dict[str, Any] = {} if data is None else data
         self._session: Session
+        self._hotkeys: list[Hotkeys] = []
 
     def __repr__(self) -> str:
         return (f"<Call {self.id} {self.direction} {self.caller} -> {self.callee}"
@@ -128,9 +152,15 @@ class Call:
 
     # -- verbs that queue --------------------------------------------------------
 
-    async def say(self, text: str, *, voice: Voice = "female", repeat: int = 1) -> None:
-        """Speak ``text`` to the caller (queued; sent with the next blocking verb)."""
-        self._session.queue(Say(text, voice=voice, repeat=repeat))
+    async def say(self, text: str | Speech, *, voice: str = "female",
+                  language: str | None = None, repeat: int = 1) -> None:
+        """Speak ``text`` to the caller (queued; sent with the next blocking verb).
+
+        ``text`` is plain text or a ``Speech`` (pauses, digits, dates, amounts...).
+        ``voice`` is "female", "male" or one of the platform's voice names;
+        ``language`` (BCP 47, "es-ES") None is the platform's default.
+        """
+        self._session.queue(_speech(text, voice, language, repeat))
 
     async def play(self, url: str, *, repeat: int = 1) -> None:
         """Play the audio file at ``url`` (queued)."""
@@ -140,40 +170,79 @@ class Call:
         """Keep the line silent for ``seconds`` (queued)."""
         self._session.queue(Pause(float(seconds)))
 
+    async def send_digits(self, digits: str) -> None:
+        """Send DTMF tones down the line, e.g. an extension to another IVR (queued).
+
+        ``digits`` are 0-9, * and #; each ``w`` waits half a second ("1234w#").
+        """
+        self._session.queue(SendDigits(_check_digits(digits)))
+
+    def hotkeys(self, keys: Mapping[str, HotkeyHandler | None]) -> Hotkeys:
+        """Keys honoured during every ``gather`` and ``menu`` of a section of the flow.
+
+        ``async with call.hotkeys({"0": operator, "*": None}) as keys:`` -- when the
+        caller presses one of the keys at a prompt inside the block, the block is left
+        at once; its handler (``async def operator(call)``, or None) is awaited, and
+        ``keys.pressed`` says which key it was.  Built on gather results, so it
+        replays like any other verb in a durable call.
+        """
+        return Hotkeys(self, keys)
+
     # -- verbs that wait for the platform -----------------------------------------
 
     async def gather(
         self,
         *,
-        prompt: str | Prompt | None = None,
+        prompt: str | Speech | Prompt | None = None,
         num_digits: int = 0,
         finish_on_key: str = "#",
         valid_digits: str = "0123456789*#",
         timeout: float = 5,
         retries: int = 1,
+        input: SpeechInput = "dtmf",
+        hints: Sequence[str] = (),
+        language: str | None = None,
+        barge_in: bool | None = None,
     ) -> GatherResult:
         """Play ``prompt`` and collect keys until ``num_digits`` or the finish key.
 
-        With no input after ``retries`` attempts the result has ``timed_out`` set.
+        With ``input="speech"`` (or ``"dtmf speech"``, either) the caller may answer by
+        speaking: the result's ``transcript`` and ``confidence`` say what was heard;
+        ``hints`` are words and phrases they are likely to say, ``language`` the one
+        they speak (BCP 47).  ``barge_in=True`` lets a key or speech cut the prompt
+        short, ``False`` plays it out first (None: the platform's default).  With no
+        input after ``retries`` attempts the result has ``timed_out`` set.
         """
-        prompt_ = _prompt(prompt)
-        result: GatherResult = await self._session.block(
-            lambda step: Gather(
-                step,
-                prompt=prompt_,
-                num_digits=num_digits,
-                finish_on_key=finish_on_key,
-                valid_digits=valid_digits,
-                timeout=float(timeout),
-                retries=retries,
-            )
+        if input not in ("dtmf", "speech", "dtmf speech"):
+            raise ValueError(f"gather(input={input!r}): use 'dtmf', 'speech' or 'dtmf speech'")
+        if isinstance(hints, str):
+            raise TypeError("gather(hints=...) takes a list of phrases, not one string")
+        command = Gather(
+            0,
+            prompt=_prompt(prompt),
+            num_digits=num_digits,
+            finish_on_key=finish_on_key,
+            valid_digits=valid_digits,
+            timeout=float(timeout),
+            retries=retries,
+            input=input,
+            hints=tuple(hints),
+            language=language,
+            barge_in=barge_in,
         )
+        if self._hotkeys:
+            return await Hotkeys.gather(self, command)
+        return await self._gather(command)
+
+    async def _gather(self, command: Gather) -> GatherResult:
+        result: GatherResult = await self._session.block(
+            lambda step: dataclasses.replace(command, step=step))
         return result
 
     async def record(
         self,
         *,
-        prompt: str | Prompt | None = None,
+        prompt: str | Speech | Prompt | None = None,
         max_length: float = 60,
         silence_timeout: float = 15,
         beep: bool = False,
@@ -199,7 +268,7 @@ class Call:
         *,
         caller_id: str | None = None,
         timeout: float = 30,
-        on_answer: str | Prompt | None = None,
+        on_answer: str | Speech | Prompt | None = None,
     ) -> DialResult:
         """Ring one number, or several at once, and bridge the caller to whoever answers.
 
@@ -260,7 +329,7 @@ class Call:
 
     async def menu(
         self,
-        prompt: str | Prompt,
+        prompt: str | Speech | Prompt,
         options: Mapping[str, T],
         *,
         retries: int = 3,

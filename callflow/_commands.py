@@ -25,20 +25,34 @@ __all__ = (
     "Record",
     "Resume",
     "Say",
+    "SendDigits",
+    "SpeechInput",
     "Voice",
 )
 
 Voice: TypeAlias = Literal["female", "male"]
+"""The portable voices; ``voice=`` also takes a provider's own voice name ("Polly.Joanna")."""
 HangupReason: TypeAlias = Literal["rejected", "busy"]
+SpeechInput: TypeAlias = Literal["dtmf", "speech", "dtmf speech"]
+"""What a ``gather`` listens for: keys, speech, or either (Twilio's own spelling)."""
+DTMF_OUT = frozenset("0123456789*#w")
+"""What ``send_digits`` sends: keys, and ``w`` for half a second's pause."""
 
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """Speak ``text`` to the caller with text to speech."""
+    """Speak ``text`` to the caller with text to speech.
+
+    ``ssml`` is the same message as an SSML document (built by ``Speech``) for the
+    platforms that take one; ``text`` is its plain reading.  ``language`` (BCP 47,
+    "es-ES") None is the platform's default.
+    """
 
     text: str
-    voice: Voice = "female"
+    voice: str = "female"
     repeat: int = 1
+    language: str | None = None
+    ssml: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +75,13 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Gather:
-    """Play ``prompt`` then collect keys; answered by digits or a timeout."""
+    """Play ``prompt`` then collect keys or speech; answered by input or a timeout.
+
+    ``input`` says what to listen for; ``hints`` are words and phrases the caller is
+    likely to say; ``language`` (BCP 47) the one they speak.  ``barge_in``: True, a
+    key or speech stops the prompt; False, the prompt plays out first; None, the
+    platform's own default.
+    """
 
     step: int
     prompt: Prompt | None = None
@@ -70,6 +90,17 @@ class Gather:
     valid_digits: str = "0123456789*#"
     timeout: float = 5.0
     retries: int = 1
+    input: SpeechInput = "dtmf"
+    hints: tuple[str, ...] = ()
+    language: str | None = None
+    barge_in: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendDigits:
+    """Send DTMF tones down the line (to another IVR); ``w`` waits half a second."""
+
+    digits: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +171,5 @@ class Resume:
 
 
 BlockingCommand: TypeAlias = Gather | Record | Dial | Conference
-Command: TypeAlias = Say | Play | Pause | Gather | Record | Dial | Conference | Hangup | Resume
+Command: TypeAlias = (Say | Play | Pause | SendDigits | Gather | Record | Dial | Conference
+                      | Hangup | Resume)

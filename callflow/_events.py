@@ -37,7 +37,8 @@ class Event:
     ``caller`` and ``callee`` are the leg's parties in E.164 (``+34…``);
     ``step`` is set on answers to a blocking verb (digits, resumed).  ``id`` is
     the platform's own id for the notification when it has one (Telnyx), which
-    tells a redelivery from a new event.  Kind ``other`` is a notification with
+    tells a redelivery from a new event.  A ``digits`` event answered by speech has
+    ``speech`` (the transcript) and ``confidence`` set.  Kind ``other`` is a notification with
     no neutral meaning (``name`` says which: Telnyx ``call.bridged``...).
     """
 
@@ -55,4 +56,6 @@ class Event:
     by: HangupBy | None = None
     name: str = ""
     id: str = ""
+    speech: str | None = None
+    confidence: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -40,6 +40,7 @@ from ._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
 )
 from ._events import Event
 from ._exceptions import HistoryError, NonDeterminismError, StepError
@@ -61,7 +62,8 @@ __all__ = (
 )
 
 _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    Say, Play, Pause, Gather, Record, Dial, Conference, ConferenceOptions, Hangup, Resume,
+    Say, Play, Pause, SendDigits, Gather, Record, Dial, Conference, ConferenceOptions, Hangup,
+    Resume,
     GatherResult, RecordResult, DialResult,
 )}
 
@@ -99,6 +101,8 @@ def _decode(value: Any) -> Any:
         fields = {k: _decode(v) for k, v in value.items() if k != "type"}
         if cls is Dial:
             fields["numbers"] = tuple(fields["numbers"])
+        elif cls is Gather and "hints" in fields:
+            fields["hints"] = tuple(fields["hints"])
         try:
             return cls(**fields)
         except TypeError as exc:
@@ -122,7 +126,8 @@ encode_result = _encode
 decode_result = _decode
 
 _EVENT_FIELDS = ("kind", "call_id", "leg_id", "caller", "callee", "timestamp", "step", "digits",
-                 "recording_url", "duration", "reason", "by", "name", "id")
+                 "recording_url", "duration", "reason", "by", "name", "id", "speech",
+                 "confidence")
 
 
 def encode_event(event: Event) -> dict[str, Any]:

@@ -15,15 +15,24 @@ DialStatus: TypeAlias = Literal["answered", "busy", "no_answer", "failed"]
 
 @dataclass(frozen=True, slots=True)
 class GatherResult:
-    """The keys a caller pressed.
+    """The keys a caller pressed, or what they said.
 
     ``digits`` excludes the finish key, which is in ``finish_key`` if it was
-    pressed; ``timed_out`` is true when every attempt ended with no input.
+    pressed; ``timed_out`` is true when every attempt ended with no input.  For
+    speech, ``transcript`` is what the platform recognised and ``confidence`` how
+    sure it is (0 to 1; None when the platform does not say).
     """
 
     digits: str = ""
     finish_key: str | None = None
     timed_out: bool = False
+    transcript: str | None = None
+    confidence: float | None = None
+
+    @property
+    def spoken(self) -> bool:
+        """True when the caller answered by speaking."""
+        return self.transcript is not None
 
 
 @dataclass(frozen=True, slots=True)

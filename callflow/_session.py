@@ -172,7 +172,7 @@ class _Pending:
         command = self.command
         if isinstance(command, Gather):
             if event.kind == "digits" and event.step in (command.step, None):
-                self.result = _gather_result(event.digits or "", command.finish_on_key)
+                self.result = _gather_result(event, command.finish_on_key)
                 return True
             if event.kind == "resumed" and event.step == command.step:
                 self.result = GatherResult(timed_out=True)
@@ -228,7 +228,10 @@ class _Pending:
         return None  # Conference: the caller left the room
 
 
-def _gather_result(digits: str, finish_on_key: str) -> GatherResult:
+def _gather_result(event: Event, finish_on_key: str) -> GatherResult:
+    if event.speech is not None:
+        return GatherResult(transcript=event.speech, confidence=event.confidence)
+    digits = event.digits or ""
     if finish_on_key and digits.endswith(finish_on_key):
         return GatherResult(digits=digits[: -len(finish_on_key)], finish_key=finish_on_key)
     return GatherResult(digits=digits)

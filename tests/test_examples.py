@@ -61,7 +61,7 @@ def recording(n: int, seconds: float) -> RecordResult:
     return RecordResult(url=f"https://recordings.invalid/fake-call/{n}.wav", duration=seconds)
 
 
-@pytest.mark.parametrize("name", ["ivr", "voicemail", "reminder", "forward"])
+@pytest.mark.parametrize("name", ["ivr", "voicemail", "reminder", "forward", "reception"])
 def test_every_example_says_how_to_run_it_and_imports_only_callflow(name: str) -> None:
     module = load(name)
     doc = module.__doc__ or ""

@@ -24,7 +24,8 @@ PYPROJECT = ROOT.parent / "pyproject.toml"
 # Every private module of the core, sorted into what users write flows with (whose
 # public names must be exported from ``callflow``) and the machinery behind it.
 USER_MODULES = {
-    "_app", "_call", "_commands", "_events", "_exceptions", "_results", "_settings",
+    "_app", "_call", "_commands", "_events", "_exceptions", "_hotkeys", "_results", "_settings",
+    "_ssml",
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
@@ -33,6 +34,7 @@ INTERNAL_MODULES = {
     "_journal",   # a call's history entries, and replaying a flow against them
     "_loader",    # loads a flows file for the command line
     "_loopwatch", # warns when a flow blocks the event loop
+    "_recognise", # the simulated speech recogniser (simulator and FakeCall)
     "_logsafe",   # escapes control characters in what callflow logs
     "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
     "_shutdown",  # memory mode: hangs up every live call when the app stops
@@ -54,6 +56,8 @@ NOT_CALLFLOW_ERRORS = {
     "callflow._session.Evicted": "a BaseException on purpose: a flow's 'except Exception' "
                                  "must not take a cache eviction for a failure",
     "callflow._asgi.BodyTimeout": "caught inside the app and answered 408; never escapes",
+    "callflow._hotkeys.HotkeyPressed": "a BaseException on purpose: it unwinds a hotkeys "
+                                       "block, and a flow's 'except Exception' must not stop it",
 }
 
 

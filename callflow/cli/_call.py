@@ -101,6 +101,9 @@ def add_parser(subparsers: Any) -> None:
                "  press:KEYS      press KEYS as soon as the flow listens for keys\n"
                "  press-next:KEYS after the next prompt, press KEYS (what --press does)\n"
                "  press-now:KEYS  press at once, listening or not\n"
+               "  say:WORDS       say WORDS as soon as the flow listens for speech\n"
+               "  say-next:WORDS  after the next prompt, say WORDS (what --say does)\n"
+               "  say-now:WORDS   say WORDS at once, listening or not\n"
                "  silence:S  talk:S  hangup  hangup:S",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,6 +126,12 @@ def add_parser(subparsers: Any) -> None:
         "--press", dest="steps", action=_Steps, const="press", metavar="KEYS",
         help="wait for the next prompt to finish, then press KEYS (0-9 * #) when the flow "
              "listens for keys (repeatable)",
+    )
+    call.add_argument(
+        "--say", dest="steps", action=_Steps, const="say", metavar="WORDS",
+        help="wait for the next prompt to finish, then say WORDS when the flow listens for "
+             "speech (a gather with input='speech'); "
+             "the simulator recognises them against the gather's hints (repeatable)",
     )
     call.add_argument(
         "--step", dest="steps", action=_Steps, const="step", metavar="STEP",
@@ -223,7 +232,8 @@ def _script(items: Sequence[tuple[str, str]]) -> list[str]:
         if kind == "script":
             steps += read_script(value)
             continue
-        step = f"press-next:{value}" if kind == "press" else value
+        step = (f"press-next:{value}" if kind == "press" else f"say-next:{value}" if kind == "say"
+                else value)
         _check_step(step, f"--{kind} {value!r}")
         steps.append(step)
     return steps

@@ -37,9 +37,10 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
 )
 from .._events import Event, EventKind
-from .._exceptions import NotificationError, PlatformError
+from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 from ._limits import checked, parse_step
 
@@ -96,6 +97,14 @@ def _bad(code: str, message: str, status: int = 400) -> NotificationError:
     return NotificationError(status, code, message)
 
 
+VOICES = ("female", "male")
+"""BlueVia's ``speak`` voices (bluevia-voice-api.md): the portable two, nothing else."""
+UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
+    ("gather", "input"): "getDigits collects keys only: BlueVia has no speech recognition",
+    ("say", "language"): "speak has no language: BlueVia speaks its own",
+    ("send_digits", None): "BlueVia has no command that sends tones",
+}
+
 _TEXT_ONLY = frozenset({str})
 
 
@@ -129,6 +138,7 @@ def _seconds(value: Any) -> float | None:
 
 def _prompt(prompt: Prompt | None) -> dict[str, Any]:
     if isinstance(prompt, Say):
+        # speak takes text only: a Speech goes as its plain reading (Say.text).
         return {"speak": {"text": prompt.text, "voice": prompt.voice, "repeat": prompt.repeat}}
     if isinstance(prompt, Play):
         return {"play": {"url": prompt.url, "repeat": prompt.repeat}}
@@ -188,10 +198,30 @@ class BlueVia:
         return dataclasses.replace(event, kind=kind, name=str(failed))
 
     def check(self, command: Command) -> None:
-        """BlueVia carries every neutral command: they were modelled on it."""
+        """The neutral commands were modelled on BlueVia's, but for speech and tones."""
+        if isinstance(command, SendDigits):
+            raise UnsupportedFeature("send_digits", self.name,
+                                     hint=UNSUPPORTED[("send_digits", None)])
+        prompt = command.prompt if isinstance(command, Gather) else command
+        if isinstance(prompt, Say):
+            if prompt.voice not in VOICES:
+                raise UnsupportedFeature("say", self.name, option="voice",
+                                         hint=f"{prompt.voice!r}: BlueVia speaks with a "
+                                              "female or a male voice")
+            if prompt.language is not None:
+                raise UnsupportedFeature("say", self.name, option="language",
+                                         hint=UNSUPPORTED[("say", "language")])
+        if isinstance(command, Gather):
+            if command.input != "dtmf":  # (a language or hints for keys mean nothing)
+                raise UnsupportedFeature("gather", self.name, option="input",
+                                         hint=UNSUPPORTED[("gather", "input")])
+            if command.barge_in:
+                raise UnsupportedFeature("gather", self.name, option="barge_in",
+                                         hint="keys pressed during a getDigits prompt are "
+                                              "ignored (no barge-in)")
 
     def unsupported(self) -> Mapping[tuple[str, str | None], str]:
-        return {}
+        return UNSUPPORTED
 
     async def push(
         self, http: httpx.AsyncClient, call_id: str, commands: Sequence[Command], *,
@@ -292,6 +322,8 @@ class BlueVia:
         return {"commands": wire}
 
     def _render(self, command: Command, url_for: UrlFor) -> list[dict[str, Any]]:
+        if isinstance(command, SendDigits):
+            self.check(command)  # raises: BlueVia cannot send tones
         if isinstance(command, Say | Play):
             return [_prompt(command)]
         if isinstance(command, Pause):
@@ -300,6 +332,7 @@ class BlueVia:
             return [{"hangup": {"reason": command.reason}}]
         if isinstance(command, Resume):
             return [{"redirect": {"actionUrl": url_for(command.step)}}]
+        assert not isinstance(command, SendDigits)
         url = url_for(command.step)
         resume = {"redirect": {"actionUrl": url}}
         if isinstance(command, Gather):

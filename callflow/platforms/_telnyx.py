@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -49,7 +50,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import anyio
@@ -70,6 +71,7 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
 )
 from .._events import Event, EventKind, HangupBy
 from .._exceptions import (
@@ -98,6 +100,22 @@ MIN_DIAL_TIMEOUT, MAX_DIAL_TIMEOUT = 5, 600
 """``timeout_secs`` of ``POST /v2/calls`` (docs: dial)."""
 LIVE_ROOMS = ("init", "in_progress")
 """A room that is not started yet (``start_conference_on_create: false``) is ``init``."""
+
+VOICE_PREFIXES = ("Polly.", "AWS.Polly.", "Azure.", "ElevenLabs.", "Telnyx.", "Google.")
+"""Telnyx's voice families (docs: speak, ``voice``: "male", "female", or
+``Provider.Model.VoiceId``); the portable female and male pass as they are."""
+DTMF_SECONDS = 0.25
+"""How long each tone of ``send_dtmf`` lasts (docs: send_dtmf ``duration_millis``, 250)."""
+
+
+def _voice_name(name: str) -> str | None:
+    """A flow's ``voice=`` as Telnyx's ``voice``, or None when Telnyx has no such voice."""
+    if name in ("female", "male"):
+        return name
+    if name.startswith(VOICE_PREFIXES) and "." in name.rstrip("."):
+        return name
+    return None
+
 
 UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("conference", "speak_on_enter"): "Call Control conferences have no entry announcement",
@@ -264,6 +282,8 @@ class Telnyx:
             kind = _HANGUP_KINDS.get(str(reason), "hangup")
             by = "caller" if kind == "hangup" else None
         digits = payload.get("digits", payload.get("digit"))
+        speech, confidence = _transcription(payload) if name == "call.transcription" else (
+            None, None)
         url = duration = None
         if name == "call.recording.saved":
             urls = payload.get("recording_urls") or payload.get("public_recording_urls") or {}
@@ -282,6 +302,7 @@ class Telnyx:
             recording_url=url if isinstance(url, str) else None, duration=duration,
             reason=str(reason) if reason is not None else None, by=by,
             name=name, id=str(data.get("id") or ""), raw=data,
+            speech=speech, confidence=confidence,
         )]
 
     def reply(
@@ -302,6 +323,11 @@ class Telnyx:
         return UNSUPPORTED
 
     def check(self, command: Command) -> None:
+        prompt = command.prompt if isinstance(command, Gather) else command
+        if isinstance(prompt, Say) and _voice_name(prompt.voice) is None:
+            raise UnsupportedFeature("say", self.name, option="voice",
+                                     hint=f"{prompt.voice!r} is not a Telnyx voice: use female, "
+                                          "male or Provider.Model.Voice (Polly.Joanna...)")
         if isinstance(command, Conference):
             o = command.options
             for option in ("speak_on_enter", "speak_on_exit", "play_on_exit"):
@@ -424,7 +450,12 @@ class Telnyx:
         return matches
 
     def _voice(self, say: Say) -> dict[str, str]:
-        return {"payload": say.text, "voice": say.voice, "language": self.language}
+        body = {"payload": say.text, "voice": _voice_name(say.voice) or "female",
+                "language": say.language or self.language}
+        if say.ssml is not None:
+            # docs: speak / gather_using_speak, payload_type "text" (default) or "ssml"
+            body.update(payload=say.ssml, payload_type="ssml")
+        return body
 
     async def _wait(self, watch: Watch, what: str, longest: float) -> Event:
         """The next event of ``watch``; a ``PlatformError`` (the runner hangs up) when it
@@ -486,6 +517,15 @@ class Telnyx:
         if isinstance(command, Pause):
             await anyio.sleep(command.seconds)
             return None
+        if isinstance(command, SendDigits):
+            # send_dtmf has no completion webhook (docs: send_dtmf): wait for the tones
+            # (and each "w", half a second) to go out before the next command.
+            await ctl.post(self.action(ctl.leg, "send_dtmf", {
+                "digits": command.digits, "duration_millis": int(DTMF_SECONDS * 1000),
+                **self._stamp(ctl, ctl.next_seq())}))
+            await anyio.sleep(command.digits.count("w") * 0.5
+                              + len(command.digits.replace("w", "")) * DTMF_SECONDS)
+            return None
         if isinstance(command, Resume):
             return await ctl.feed(ctl.event("resumed", step=command.step, name="Resume"))
         if isinstance(command, Hangup):
@@ -512,6 +552,19 @@ class Telnyx:
         await ctl.post(self.action(ctl.leg, name, {**body, **self._stamp(ctl, ctl.next_seq())}))
 
     async def _gather(self, ctl: CallControl, gather: Gather) -> list[Command] | None:
+        if gather.input != "dtmf":
+            return await self._gather_speech(ctl, gather)
+        answer = await self._collect(ctl, gather)
+        if answer == "cancelled":
+            return None  # the hang-up, or whoever cancelled it, has the next word
+        if answer is None:
+            return await ctl.feed(ctl.event("resumed", step=gather.step, name="GatherTimeout"))
+        return await ctl.feed(answer)
+
+    async def _collect(self, ctl: CallControl, gather: Gather
+                       ) -> Event | Literal["cancelled"] | None:
+        """The keys of a gather (its retries included) as the session's digits event; None
+        when every attempt timed out; "cancelled" when a hang-up or a stop ended it."""
         millis = int(gather.timeout * 1000)
         key = gather.finish_on_key
         maximum = gather.num_digits or MAX_DIGITS
@@ -527,7 +580,9 @@ class Telnyx:
         typing = gather.timeout * (min(maximum, 20) + 1)
         prompt = gather.prompt
         for _ in range(max(1, gather.retries)):
-            if isinstance(prompt, Say) and prompt.repeat > 1:
+            if prompt is not None and gather.barge_in is False:
+                await self._prompt(ctl, ctl.leg, prompt)  # heard out, then listen
+            elif isinstance(prompt, Say) and prompt.repeat > 1:
                 for _ in range(prompt.repeat - 1):
                     await self._speak(ctl, ctl.leg, prompt)
             elif isinstance(prompt, Play) and prompt.repeat > 1:
@@ -535,7 +590,10 @@ class Telnyx:
             seq = ctl.next_seq()
             stamp = self._stamp(ctl, seq, s=gather.step)
             longest = typing
-            if isinstance(prompt, Say):
+            if gather.barge_in is False:
+                request = self.action(ctl.leg, "gather", {
+                    **digits_body, "initial_timeout_millis": millis, **stamp})
+            elif isinstance(prompt, Say):
                 request = self.action(ctl.leg, "gather_using_speak", {
                     **self._voice(prompt), **digits_body, "timeout_millis": millis,
                     "maximum_tries": 1, **stamp})
@@ -550,7 +608,7 @@ class Telnyx:
                     **digits_body, "initial_timeout_millis": millis, **stamp})
             ended, pressed = await self._gather_once(ctl, seq, request, longest)
             if ended.reason in ("call_hangup", "cancelled", "cancelled_amd"):
-                return None  # the hang-up, or whoever cancelled it, has the next word
+                return "cancelled"
             digits = ended.digits or ""
             if key and digits:
                 # Telnyx leaves the terminating digit out: put it back, the way the
@@ -575,12 +633,76 @@ class Telnyx:
                             "initial_timeout_millis": millis,
                             **self._stamp(ctl, seq, s=gather.step)}), typing)
                     if ended.reason in ("call_hangup", "cancelled", "cancelled_amd"):
-                        return None
+                        return "cancelled"
                     digits += ended.digits or ""
             if digits:
-                return await ctl.feed(ctl.event("digits", step=gather.step, digits=digits,
-                                                name=ended.name, timestamp=ended.timestamp))
-        return await ctl.feed(ctl.event("resumed", step=gather.step, name="GatherTimeout"))
+                return ctl.event("digits", step=gather.step, digits=digits, name=ended.name,
+                                 timestamp=ended.timestamp)
+        return None
+
+    async def _gather_speech(self, ctl: CallControl, gather: Gather) -> list[Command] | None:
+        """Speech input: ``transcription_start`` (docs: transcription_start; Google engine
+        config ``language`` and ``hints``) around the prompt and, for "dtmf speech", a key
+        gather; the first final ``call.transcription`` or the keys answer the flow, then
+        ``transcription_stop``."""
+        config: dict[str, Any] = {"language": gather.language or self.language}
+        if gather.hints:
+            config["hints"] = list(gather.hints)
+        keys = gather.input == "dtmf speech"
+        prompt = gather.prompt
+        seq = ctl.next_seq()
+        leg = ctl.leg
+
+        def heard(event: Event) -> bool:
+            return (event.name == "call.transcription" and event.leg_id == leg
+                    and event.speech is not None)
+
+        answer: Event | None = None
+        with ctl.watch(heard) as transcripts:
+            await ctl.post(self.action(leg, "transcription_start", {
+                "transcription_engine": "Google", "transcription_engine_config": config,
+                "transcription_tracks": "inbound", **self._stamp(ctl, seq, s=gather.step)}))
+            try:
+                for _ in range(max(1, gather.retries)):
+                    if keys:
+                        # Keys and speech race: whichever answers first stops the other.
+                        single = dataclasses.replace(gather, input="dtmf", retries=1)
+                        pressed: Event | Literal["cancelled"] | None = None
+                        async with anyio.create_task_group() as tg:
+                            async def listen(scope: anyio.CancelScope = tg.cancel_scope
+                                             ) -> None:
+                                nonlocal answer
+                                answer = await transcripts.get()
+                                scope.cancel()
+
+                            tg.start_soon(listen)
+                            pressed = await self._collect(ctl, single)
+                            tg.cancel_scope.cancel()
+                        if answer is not None:
+                            with suppress(CallflowError):  # the key gather may be over
+                                await ctl.post(self.action(leg, "gather_stop",
+                                                           self._stamp(ctl, ctl.next_seq())))
+                        elif pressed == "cancelled":
+                            return None
+                        elif pressed is not None:
+                            return await ctl.feed(pressed)
+                    else:
+                        if prompt is not None:
+                            await self._prompt(ctl, leg, prompt)
+                        with anyio.move_on_after(gather.timeout):
+                            answer = await transcripts.get()
+                    if answer is not None:
+                        break
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5), \
+                        suppress(CallflowError):
+                    await ctl.post(self.action(leg, "transcription_stop",
+                                               self._stamp(ctl, ctl.next_seq())))
+        if answer is None:
+            return await ctl.feed(ctl.event("resumed", step=gather.step, name="GatherTimeout"))
+        return await ctl.feed(ctl.event("digits", step=gather.step, digits="",
+                                        speech=answer.speech, confidence=answer.confidence,
+                                        name="call.transcription"))
 
     async def _gather_once(self, ctl: CallControl, seq: int, request: ApiRequest,
                            longest: float) -> tuple[Event, list[str]]:
@@ -593,7 +715,10 @@ class Telnyx:
 
         pressed: list[str] = []
         with ctl.watch(matches) as watch:
-            await ctl.post(request)
+            with anyio.CancelScope(shield=True):
+                # Whole or not at all: a speech answer that cancels this wait then knows
+                # the gather exists, and its gather_stop finds it.
+                await ctl.post(request)
             while True:
                 event = await self._wait(watch, "call.gather.ended", longest)
                 if event.name != "call.dtmf.received":
@@ -803,6 +928,22 @@ class Telnyx:
                         "POST", f"{V2}/conferences/{quote(created, safe='')}/actions/end",
                         json={"command_id": _command_id()}))
         return await ctl.feed(ctl.event("resumed", step=room.step, name="ConferenceLeft"))
+
+
+def _transcription(payload: Mapping[str, Any]) -> tuple[str | None, float | None]:
+    """A final ``call.transcription``'s transcript and confidence (docs: transcription
+    webhook, ``transcription_data``); interim results (``is_final`` false) are not answers."""
+    data = payload.get("transcription_data")
+    if not isinstance(data, dict) or data.get("is_final") is False:
+        return None, None
+    transcript = data.get("transcript")
+    if not isinstance(transcript, str):
+        return None, None
+    confidence = data.get("confidence")
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) \
+            or not 0 <= confidence <= 1:
+        return transcript, None
+    return transcript, float(confidence)
 
 
 def _speaking(text: str) -> float:

@@ -52,6 +52,7 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
 )
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
@@ -66,6 +67,11 @@ MAX_NUMBERS = 10  # <Number> nouns in one <Dial>
 MAX_PARTICIPANTS = 250
 
 VOICES = {"female": "woman", "male": "man"}
+"""The portable voices as Twilio names them; ``voice=`` also takes Twilio's own names."""
+VOICE_NAMES = ("man", "woman", "alice")
+"""Twilio's basic voices: they read text only (no SSML)."""
+VOICE_PREFIXES = ("Polly.", "Google.")
+"""Twilio's neural voice families (docs: TwiML <Say>, text-to-speech voices): SSML too."""
 
 _DIAL_FAILURES: Mapping[str, EventKind] = {
     "busy": "busy",
@@ -85,6 +91,23 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
 
 def _bad(code: str, message: str, status: int = 400) -> NotificationError:
     return NotificationError(status, code, message)
+
+
+def _voice_name(name: str) -> str | None:
+    """A flow's ``voice=`` as Twilio's ``<Say voice>``, or None when Twilio has no such voice."""
+    if name in VOICES:
+        return VOICES[name]
+    if name in VOICE_NAMES or (name.startswith(VOICE_PREFIXES) and len(name) > 7):
+        return name
+    return None
+
+
+def _confidence(value: str | None) -> float | None:
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and 0.0 <= number <= 1.0 else None
 
 
 def _whole(seconds: float, *, least: int = 1) -> int:
@@ -165,6 +188,10 @@ def _form_params(body: bytes) -> dict[str, list[str]]:
 def _encode_whisper(prompt: Prompt) -> str:
     if isinstance(prompt, Say):
         data: dict[str, Any] = {"say": prompt.text, "voice": prompt.voice, "repeat": prompt.repeat}
+        if prompt.language:
+            data["language"] = prompt.language
+        if prompt.ssml:
+            data["ssml"] = prompt.ssml
     else:
         data = {"play": prompt.url, "repeat": prompt.repeat}
     raw = json.dumps(data, separators=(",", ":")).encode()
@@ -176,12 +203,17 @@ def _decode_whisper(text: str) -> Prompt | None:
         data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         repeat = int(data.get("repeat", 1))
         if "say" in data:
-            if data.get("voice") == "male":
-                return Say(str(data["say"]), voice="male", repeat=repeat)
-            return Say(str(data["say"]), voice="female", repeat=repeat)
+            name = data.get("voice")
+            language, ssml = data.get("language"), data.get("ssml")
+            if ssml is not None:
+                ET.fromstring(str(ssml))  # a whisper URL is outside text: well-formed or none
+            return Say(str(data["say"]),
+                       voice=name if isinstance(name, str) and _voice_name(name) else "female",
+                       repeat=repeat, language=language if isinstance(language, str) else None,
+                       ssml=ssml if isinstance(ssml, str) else None)
         if "play" in data:
             return Play(str(data["play"]), repeat=repeat)
-    except (ValueError, TypeError, AttributeError, binascii.Error):
+    except (ValueError, TypeError, AttributeError, binascii.Error, ET.ParseError):
         pass
     return None
 
@@ -288,6 +320,11 @@ class Twilio:
                           recording_url=form["RecordingUrl"] or None,
                           duration=_number(form.get("RecordingDuration")) or 0.0),
                     resumed]
+        if "SpeechResult" in form and not form.get("Digits"):
+            # <Gather input="speech">'s action: SpeechResult and Confidence (0.0-1.0).
+            return [event("digits", "Gather", step=step, digits="",
+                          speech=form["SpeechResult"],
+                          confidence=_confidence(form.get("Confidence")))]
         if form.get("Digits"):
             digits = form["Digits"]
             key = form.get("FinishedOnKey", "")
@@ -327,11 +364,20 @@ class Twilio:
 
     def _prompt(self, parent: ET.Element, prompt: Prompt) -> None:
         if isinstance(prompt, Say):
-            say = ET.SubElement(parent, "Say", voice=VOICES[prompt.voice],
-                                language=self.language)
+            name = _voice_name(prompt.voice) or VOICES["female"]
+            say = ET.SubElement(parent, "Say", voice=name,
+                                language=prompt.language or self.language)
             if prompt.repeat != 1:
                 say.set("loop", str(prompt.repeat))
             say.text = prompt.text
+            if prompt.ssml is not None and name not in VOICE_NAMES:
+                # SSML goes inside <Say> as elements (docs: TwiML <Say>, SSML); the basic
+                # voices read text only, so they get the plain reading, as does a
+                # hand-made Say whose ssml is not a document.
+                with contextlib.suppress(ET.ParseError):
+                    speak = ET.fromstring(prompt.ssml)
+                    say.text = speak.text
+                    say.extend(list(speak))
         else:
             play = ET.SubElement(parent, "Play")
             if prompt.repeat != 1:
@@ -343,6 +389,10 @@ class Twilio:
         self.check(command)
         if isinstance(command, Say | Play):
             self._prompt(response, command)
+            return
+        if isinstance(command, SendDigits):
+            # <Play digits>: tones down the line, "w" a half-second pause (docs: <Play>).
+            ET.SubElement(response, "Play", digits=command.digits)
             return
         if isinstance(command, Pause):
             if command.seconds > 0:
@@ -363,12 +413,21 @@ class Twilio:
             return
         if isinstance(command, Gather):
             for _ in range(max(1, command.retries)):
+                if command.prompt is not None and command.barge_in is False:
+                    self._prompt(response, command.prompt)  # heard out before listening
                 gather = ET.SubElement(response, "Gather", action=action, method="POST",
                                        timeout=str(_whole(command.timeout)),
                                        finishOnKey=command.finish_on_key)
                 if command.num_digits:
                     gather.set("numDigits", str(command.num_digits))
-                if command.prompt is not None:
+                if command.input != "dtmf":
+                    # docs: <Gather> input, hints (comma-separated), language, speechTimeout
+                    gather.set("input", command.input)
+                    gather.set("language", command.language or self.language)
+                    gather.set("speechTimeout", "auto")
+                    if command.hints:
+                        gather.set("hints", ", ".join(command.hints))
+                if command.prompt is not None and command.barge_in is not False:
                     self._prompt(gather, command.prompt)
         elif isinstance(command, Record):
             if command.prompt is not None:
@@ -419,6 +478,11 @@ class Twilio:
         return UNSUPPORTED
 
     def check(self, command: Command) -> None:
+        prompt = command.prompt if isinstance(command, Gather) else command
+        if isinstance(prompt, Say) and _voice_name(prompt.voice) is None:
+            raise UnsupportedFeature("say", self.name, option="voice",
+                                     hint=f"{prompt.voice!r} is not a Twilio voice: use female, "
+                                          "male, man, woman, alice, Polly.* or Google.*")
         if isinstance(command, Gather) and set(command.valid_digits) != set(ALL_KEYS):
             raise UnsupportedFeature("gather", self.name, option="valid_digits",
                                      hint=UNSUPPORTED[("gather", "valid_digits")])

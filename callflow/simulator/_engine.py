@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
+from .._recognise import recognise
 from ._clock import Signal
 from ._network import Phone, Step, run_script
 from ._recordings import make_wav
@@ -31,6 +32,7 @@ from ._wire import (
     Record,
     Redirect,
     Speak,
+    Tones,
     Wait,
     iso,
     tel,
@@ -100,6 +102,11 @@ class Leg:
     def listening(self) -> bool:
         return self.main and (self.call._listening or self.call._recording)
 
+    @property
+    def hearing(self) -> bool:
+        """True while a gather listens for this party's speech."""
+        return self.main and (self.call._hearing or self.call.transcriber is not None)
+
     def set_status(self, status: LegStatus) -> None:
         now = self.call.clock.now()
         self.status = status
@@ -114,6 +121,14 @@ class Leg:
         self.call._log("keys", key, self, main=self.main)
         if self.main:
             self.call._key(key)
+
+    def say(self, text: str) -> None:
+        """The party speaks ``text``: a gather listening for speech recognises it."""
+        self.call._log("said", text, self, main=self.main)
+        if self.main:
+            self.call._said(text)
+        now = self.call.clock.now()
+        self.talks.append((now, now + speech_seconds(text)))
 
     def talk(self, seconds: float) -> None:
         now = self.call.clock.now()
@@ -195,6 +210,11 @@ class SimCall:
         self._recording = False
         self._keys: deque[str] = deque()
         self._valid = ""
+        self._speech: deque[str] = deque()
+        self._hearing = False  # a gather listens for speech
+        self.transcriber: Callable[[str], None] | None = None
+        """Set while a front end transcribes the caller (Telnyx ``transcription_start``):
+        it gets every utterance of the main leg."""
         self._record_finish = ""
         self._record_stop = False
         self._epoch = 0
@@ -391,6 +411,10 @@ class SimCall:
             await self.clock.sleep(command.length)
         elif isinstance(command, GetDigits):
             await self._get_digits(command)
+        elif isinstance(command, Tones):
+            self._log("keys", command.digits, self.main, sent=True)
+            await self.clock.sleep(0.5 * command.digits.count("w")
+                                   + 0.25 * len(command.digits.replace("w", "")))
         elif isinstance(command, Record):
             await self._record(command)
         elif isinstance(command, Dial):
@@ -422,18 +446,24 @@ class SimCall:
 
     async def _get_digits(self, command: GetDigits) -> None:
         digits = ""
+        said: str | None = None
         for _attempt in range(command.retries):
             if command.prompt is not None:
                 await self._prompt(command.prompt, self.main)
             self._keys.clear()
-            self._valid = command.valid_digits + command.finish_on_key
+            self._speech.clear()
+            self._valid = (command.valid_digits + command.finish_on_key) if command.keys else ""
             self._listening = True
+            self._hearing = command.speech
             self.changed.notify()
             done = False
             try:
                 while not done and await self.changed.wait_for(
-                    lambda: bool(self._keys), command.timeout
+                    lambda: bool(self._keys) or bool(self._speech), command.timeout
                 ):
+                    if self._speech and not digits:
+                        said = self._speech.popleft()
+                        break
                     while self._keys and not done:
                         key = self._keys.popleft()
                         digits += key
@@ -443,16 +473,29 @@ class SimCall:
                         )
             finally:
                 self._listening = False
-            if digits:
+                self._hearing = False
+            if digits or said is not None:
                 break
-        if not digits:
+        if not digits and said is None:
             return
+        extra: dict[str, Any] = {"digits": digits}
+        if said is not None:
+            transcript, confidence = recognise(said, command.hints)
+            extra = {"digits": "", "speech": transcript, "confidence": confidence}
+            self._log("recognised", transcript, self.main, confidence=confidence)
         epoch = self._epoch
         commands = await self._notify(
-            "DigitsCollected", self.main, url=command.action_url, force=True, digits=digits
+            "DigitsCollected", self.main, url=command.action_url, force=True, **extra
         )
         if commands is not None and epoch == self._epoch:
             self.queue = deque(commands)
+
+    def _said(self, text: str) -> None:
+        if self._hearing:
+            self._speech.append(text)
+        if self.transcriber is not None:
+            self.transcriber(text)
+        self.changed.notify()
 
     def _key(self, key: str) -> None:
         if self._listening and key in self._valid:

@@ -153,6 +153,22 @@ class LiveCaller:
                     await self.pause(gap)
         return True
 
+    async def say(self, text: str, *, now: bool = False) -> bool:
+        """Say `text` out loud: a gather listening for speech recognises it.
+
+        Unless `now`, first wait until the platform listens for speech (a gather with
+        speech input), the way `press` waits for a gather; with `now` it is said at once
+        and nobody may be listening.  Returns False if the line went down first.
+        """
+        if not text.strip():
+            raise ConfigError("say() needs words to say")
+        if not now:
+            await self.call.changed.wait_for(lambda: self.leg.hearing or not self.live)
+        if not self.live:
+            return False
+        self.leg.say(text)
+        return True
+
     def talk(self, seconds: float) -> None:
         """Speak for `seconds` (a recording hears it), starting now."""
         if self.live:

@@ -30,6 +30,7 @@ __all__ = (
     "Silence",
     "Step",
     "Talk",
+    "Utter",
     "WaitFor",
     "load_config",
     "parse_script",
@@ -78,13 +79,24 @@ class Talk:
 
 
 @dataclass(frozen=True)
+class Utter:
+    """Say `text` (words, not keys); unless `now`, first wait until the platform listens
+    for speech (a gather with speech input), as `Press` waits for a gather; with
+    `after_prompt`, first until a prompt has finished after this step began (`--say`)."""
+
+    text: str
+    now: bool = False
+    after_prompt: bool = False
+
+
+@dataclass(frozen=True)
 class HangUp:
     """Hang up, `after` seconds from now."""
 
     after: float = 0.0
 
 
-Step = WaitFor | Press | Silence | Talk | HangUp
+Step = WaitFor | Press | Utter | Silence | Talk | HangUp
 
 _VALID_KEYS = set("0123456789*#")
 
@@ -101,7 +113,8 @@ def _seconds(text: str, step: str) -> float:
 
 def parse_step(text: str) -> Step:
     """Parse one step: `wait:TEXT`, `press:KEYS`, `press-now:KEYS`, `press-next:KEYS`,
-    `silence:S`, `talk:S`, `hangup` or `hangup:S`."""
+    `say:WORDS`, `say-now:WORDS`, `say-next:WORDS`, `silence:S`, `talk:S`, `hangup` or
+    `hangup:S`."""
     name, _, arg = text.partition(":")
     name = name.strip().lower().replace("_", "-")
     if name in ("wait", "wait-for", "expect"):
@@ -113,6 +126,10 @@ def parse_step(text: str) -> Step:
         if not keys or set(keys) - _VALID_KEYS:
             raise ConfigError(f"{name}: {keys!r} is not a string of keys 0-9 * #")
         return Press(keys, now=name == "press-now", after_prompt=name == "press-next")
+    if name in ("say", "say-now", "say-next"):
+        if not arg.strip():
+            raise ConfigError(f"{name}: needs the words to say, e.g. say:sales please")
+        return Utter(arg.strip(), now=name == "say-now", after_prompt=name == "say-next")
     if name in ("silence", "silent", "pause"):
         return Silence(_seconds(arg or "0", name))
     if name == "talk":
@@ -141,7 +158,12 @@ class Line(Protocol):
     @property
     def live(self) -> bool: ...
 
+    @property
+    def hearing(self) -> bool: ...
+
     def press(self, key: str) -> None: ...
+
+    def say(self, text: str) -> None: ...
 
     def talk(self, seconds: float) -> None: ...
 
@@ -184,6 +206,19 @@ async def run_script(clock: Clock, line: Line, steps: Iterable[Step]) -> None:
                 line.press(key)
                 if index + 1 < len(step.keys):
                     await clock.sleep(step.gap)
+        elif isinstance(step, Utter):
+            if step.after_prompt:
+                mark = len(line.heard)
+                await line.changed.wait_for(
+                    lambda mark=mark: len(line.heard) > mark or not line.live  # type: ignore[misc]
+                )
+            if not step.now and not await line.changed.wait_for(
+                lambda: line.hearing or not line.live
+            ):
+                return
+            if not line.live:
+                return
+            line.say(step.text)
         elif isinstance(step, Silence):
             await clock.sleep(step.seconds)
         elif isinstance(step, Talk):

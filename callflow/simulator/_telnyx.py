@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
+from xml.etree import ElementTree
 
 import anyio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -71,11 +72,13 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from .._recognise import recognise
 from ._asgi import Receive, Scope, Send
 from ._clock import Signal
 from ._errors import ApiError, ConfigError, WireError
 from ._http import read_body
 from ._network import Line, Outcome, Phone
+from ._reading import spoken_words
 from ._transcript import EntryKind, TranscriptEntry
 from ._wire import (
     Command,
@@ -226,6 +229,24 @@ def _str(body: Mapping[str, Any], name: str, *, required: bool = False) -> str |
     if not isinstance(value, str):
         raise _invalid(name, f"'{name}' must be a string.")
     return value
+
+
+def _spoken(body: Mapping[str, Any]) -> str:
+    """What a speak's ``payload`` says: text, or with ``payload_type: "ssml"`` an SSML
+    document read as its words (docs: speak, payload_type "text" or "ssml")."""
+    payload = _str(body, "payload", required=True) or ""
+    kind = _str(body, "payload_type") or "text"
+    if kind == "text":
+        return payload
+    if kind != "ssml":
+        raise _invalid("payload_type", "'payload_type' must be text or ssml.")
+    try:
+        root = ElementTree.fromstring(payload)
+    except ElementTree.ParseError:
+        raise _invalid("payload", "'payload' is not well-formed SSML.") from None
+    if root.tag != "speak":
+        raise _invalid("payload", "an SSML 'payload' must be a <speak> document.")
+    return spoken_words(root)
 
 
 def _int(body: Mapping[str, Any], name: str, default: int, *, minimum: int = 0,
@@ -948,7 +969,7 @@ class TelnyxFrontEnd:
 
     async def _do_speak(self, leg: _Leg, body: dict[str, Any], state: str | None) -> None:
         self._require_answered(leg)
-        text = _str(body, "payload", required=True) or ""
+        text = _spoken(body)
         voice = _str(body, "voice", required=True) or ""
         gender: Literal["male", "female"] = "male" if voice == "male" else "female"
         action = self._action("speak", state, body)
@@ -972,7 +993,7 @@ class TelnyxFrontEnd:
 
     async def _do_gather_using_speak(self, leg: _Leg, body: dict[str, Any],
                                      state: str | None) -> None:
-        text = _str(body, "payload", required=True) or ""
+        text = _spoken(body)
         voice = _str(body, "voice", required=True) or ""
         invalid = _str(body, "invalid_payload")
         gender: Literal["male", "female"] = "male" if voice == "male" else "female"
@@ -1083,6 +1104,39 @@ class TelnyxFrontEnd:
         if not digits or set(digits) - set(ALL_KEYS + "wW"):
             raise _invalid("digits", "'digits' must be DTMF digits (0-9, *, #, w, W).")
         leg.call._log("keys", digits, leg.call.main, sent=True)
+
+    async def _do_transcription_start(self, leg: _Leg, body: dict[str, Any],
+                                      state: str | None) -> None:
+        """docs: transcription_start; each final result is a ``call.transcription`` webhook
+        with ``transcription_data`` {transcript, confidence, is_final}.  The simulated
+        recogniser matches what the caller says against the engine config's ``hints``."""
+        self._require_answered(leg)
+        config = body.get("transcription_engine_config") or {}
+        if not isinstance(config, dict):
+            raise _invalid("transcription_engine_config", "it must be an object.")
+        hints = config.get("hints") or []
+        if not isinstance(hints, list) or not all(isinstance(h, str) for h in hints):
+            raise _invalid("transcription_engine_config.hints", "hints must be strings.")
+        tracks = _str(body, "transcription_tracks") or "inbound"
+        if tracks not in ("inbound", "outbound", "both"):
+            raise _invalid("transcription_tracks", "'transcription_tracks' must be inbound, "
+                           "outbound or both.")
+
+        def heard(text: str) -> None:
+            if leg.ended:
+                return
+            transcript, confidence = recognise(text, hints)
+            leg.call._log("recognised", transcript, leg.call.main, confidence=confidence)
+            self._emit(leg, "call.transcription", {"transcription_data": {
+                "transcript": transcript, "confidence": confidence, "is_final": True}},
+                state=state)
+
+        leg.call.transcriber = heard if tracks != "outbound" else None
+        leg.call.changed.notify()
+
+    async def _do_transcription_stop(self, leg: _Leg, body: dict[str, Any],
+                                     state: str | None) -> None:
+        leg.call.transcriber = None
 
     async def _do_bridge(self, leg: _Leg, body: dict[str, Any], state: str | None) -> None:
         other = self.legs.get(_str(body, "call_control_id", required=True) or "")

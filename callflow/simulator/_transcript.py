@@ -25,6 +25,8 @@ EntryKind = Literal[
     "keys",  # a key pressed by a party
     "listen",  # the platform starts collecting digits
     "talk",  # a party speaks (heard by a recording)
+    "said",  # a party says words (heard by a gather listening for speech)
+    "recognised",  # what the platform's speech recogniser made of them
     "recording-started",
     "recording-stopped",
     "bridged",
@@ -52,6 +54,8 @@ _ICONS: dict[str, str] = {
     "keys": "⌨ ",
     "listen": "👂",
     "talk": "🗣 ",
+    "said": "🗣 ",
+    "recognised": "📝",
     "recording-started": "⏺ ",
     "recording-stopped": "⏹ ",
     "bridged": "🔗",
@@ -77,7 +81,7 @@ class TranscriptEntry:
     def render(self) -> str:
         """One human-readable line, e.g. `  2.3s  ⌨  1`."""
         icon = _ICONS.get(self.kind, "• ")
-        text = f'"{self.text}"' if self.kind == "speak" else self.text
+        text = f'"{self.text}"' if self.kind in ("speak", "said") else self.text
         return f"{self.at:6.1f}s  {icon} {text}"
 
 

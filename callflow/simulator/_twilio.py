@@ -46,6 +46,7 @@ from ._api import _base as _base_url
 from ._asgi import Receive, Scope, Send
 from ._errors import ApiError, WireError
 from ._http import read_body
+from ._reading import spoken_words
 from ._wire import (
     Command,
     ConferenceProperties,
@@ -57,6 +58,7 @@ from ._wire import (
     Record,
     Redirect,
     Speak,
+    Tones,
     Wait,
     normalize_number,
 )
@@ -520,16 +522,22 @@ class TwilioFrontEnd:
         commands: list[Command] = []
         for node in nodes:
             if node.tag == "Say":
-                commands.append(Speak(_text(node), voice=_voice(node.get("voice")),
+                commands.append(Speak(spoken_words(node), voice=_voice(node.get("voice")),
                                       repeat=_loop(node)))
             elif node.tag == "Play":
                 target = _text(node)
                 if target:
                     url = urljoin(doc.url, target) if doc.url else target
                     commands.append(Play(url, repeat=_loop(node)))
-                elif not node.get("digits"):
+                elif node.get("digits"):
+                    # <Play digits>: tones down the line; "w" waits 0.5 s (docs: <Play>).
+                    tones = node.get("digits", "")
+                    if set(tones) - set(ANY_KEY + "w"):
+                        doc.problems.append(f"<Play digits={tones!r}>: only 0-9 * # w; skipped")
+                    else:
+                        commands.append(Tones(tones))
+                else:
                     doc.problems.append("<Play> has no URL; skipped")
-                # <Play digits="..."> sends tones down the line: nobody simulated hears them
             elif node.tag == "Pause":
                 commands.append(Wait(_number(node.get("length"), 1.0)))
             else:
@@ -547,6 +555,14 @@ class TwilioFrontEnd:
         finish = verb.get("finishOnKey")
         if finish is None or (finish and (len(finish) != 1 or finish not in ANY_KEY)):
             finish = "#"  # absent or invalid (Twilio warning 13310): the default
+        # docs: <Gather> input "dtmf" (default), "speech" or "dtmf speech"; hints are
+        # comma-separated words and phrases.
+        modes = set((verb.get("input") or "dtmf").lower().split())
+        if not modes or modes - {"dtmf", "speech"}:
+            doc.problems.append(f"<Gather input={verb.get('input')!r}> is not dtmf, speech or "
+                                "'dtmf speech'; collecting keys")
+            modes = {"dtmf"}
+        hints = tuple(h.strip() for h in (verb.get("hints") or "").split(",") if h.strip())
         return [*nested, GetDigits(
             action_url=action,
             timeout=_number(verb.get("timeout"), 5.0),
@@ -554,6 +570,9 @@ class TwilioFrontEnd:
             number_of_digits=_int(verb.get("numDigits"), 0),
             valid_digits=ANY_KEY,
             prompt=prompt,
+            keys="dtmf" in modes,
+            speech="speech" in modes,
+            hints=hints,
         )]
 
     def _dial(self, call: SimCall, doc: _Doc, verb: ET.Element) -> Dial | None:
@@ -619,7 +638,11 @@ class TwilioFrontEnd:
         doc, index, kind = marked
         verb = doc.verbs[index]
         extra: dict[str, str]
-        if kind == "gather":
+        if kind == "gather" and payload.get("speech") is not None:
+            # docs: <Gather> action parameters for speech: SpeechResult, Confidence
+            extra = {"SpeechResult": str(payload["speech"]),
+                     "Confidence": f"{float(payload.get('confidence') or 0.0):.8f}"}
+        elif kind == "gather":
             digits = str(payload.get("digits", ""))
             finish = verb.get("finishOnKey")
             finish = "#" if finish is None else finish

@@ -153,6 +153,11 @@ class GetDigits:
     valid_digits: str = "1234567890*#"
     retries: int = 1
     prompt: Prompt | None = None
+    # Speech input: not on BlueVia's wire (getDigits collects keys only); the Twilio
+    # front end sets these from <Gather input="speech" hints language>.
+    keys: bool = True
+    speech: bool = False
+    hints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,14 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class Tones:
+    """DTMF the application sends down the line (not on BlueVia's wire: Twilio's
+    ``<Play digits>``); ``w`` is half a second's pause."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
 class Redirect:
     action_url: str
 
@@ -210,7 +223,8 @@ class Notifications:
     enabled: bool = True
 
 
-Command = Speak | Play | Wait | GetDigits | Record | Dial | Hangup | Redirect | Notifications
+Command = (Speak | Play | Wait | Tones | GetDigits | Record | Dial | Hangup | Redirect
+           | Notifications)
 
 
 # -- lenient scalar parsing ------------------------------------------------------------------

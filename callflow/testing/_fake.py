@@ -25,9 +25,11 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    SendDigits,
 )
 from .._events import Event, EventKind
 from .._exceptions import FlowError
+from .._recognise import recognise
 from .._results import DialStatus
 from .._session import Session, _is_call_ended
 from .._settings import DEFAULT_APOLOGY
@@ -66,7 +68,8 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class _Step:
-    action: Literal["press", "silence", "hang_up", "speak", "record_nothing", "hang_up_busy"]
+    action: Literal["press", "silence", "hang_up", "speak", "record_nothing", "hang_up_busy",
+                    "say"]
     value: str = ""
     seconds: float = 0.0
 
@@ -138,6 +141,19 @@ class FakeCall:
     def silence(self) -> FakeCall:
         """The caller stays silent through the next gather (every retry times out)."""
         self._script.append(_Step("silence"))
+        return self
+
+    def say(self, words: str) -> FakeCall:
+        """The caller says ``words`` at the next gather.
+
+        A gather listening for speech (``input="speech"`` or ``"dtmf speech"``) gets
+        the transcript the simulator's recogniser makes of them: the closest of its
+        ``hints`` when one is close enough, else the words as said, with a confidence.
+        A gather that only listens for keys hears nothing (it times out).
+        """
+        if not words.strip():
+            raise ValueError("say() needs words to say")
+        self._script.append(_Step("say", words))
         return self
 
     def speak(self, seconds: float) -> FakeCall:
@@ -317,6 +333,11 @@ class FakeCall:
         if isinstance(command, Say | Play):
             self._hear(command)
             return None
+        if isinstance(command, SendDigits):
+            self._log("app", f"sends tones {command.digits}")
+            self.clock += 0.5 * command.digits.count("w") + 0.25 * len(
+                command.digits.replace("w", ""))
+            return None
         if isinstance(command, Pause):
             self._log("app", f"waits {command.seconds:g}s")
             self.clock += command.seconds
@@ -375,6 +396,16 @@ class FakeCall:
             self._log("caller", f"presses {digits or step.value}")
             if digits:
                 return await self._deliver("digits", step=command.step, digits=digits)
+        if step.action == "say":
+            if command.prompt is not None:
+                self._hear(command.prompt)
+            self.clock += SECONDS_PER_WORD * len(step.value.split())
+            self._log("caller", f"says {step.value!r}")
+            if command.input != "dtmf":
+                transcript, confidence = recognise(step.value, command.hints)
+                self._log("network", f"recognises {transcript!r} ({confidence:.2f})")
+                return await self._deliver("digits", step=command.step, digits="",
+                                           speech=transcript, confidence=confidence)
         for _ in range(max(1, command.retries)):
             if command.prompt is not None:
                 self._hear(command.prompt)
