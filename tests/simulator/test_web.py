@@ -155,6 +155,7 @@ async def test_what_the_page_cannot_do_is_answered_with_a_reason() -> None:
 
         assert "not on a call" in await error("/api/keys", {"keys": "1"})
         assert "not on a call" in await error("/api/hangup", {})
+        assert "not on a call" in await error("/api/say", {"text": "sales"})
         assert "nothing is ringing" in await error("/api/answer", {})
         assert "'12a' is not a string of keys" in await error("/api/keys", {"keys": "12a"})
         assert "unknown action 'dance'" in await error("/api/dance", {})
@@ -169,7 +170,7 @@ async def test_what_the_page_cannot_do_is_answered_with_a_reason() -> None:
                                                     "outcome": "busy"})).status_code == 200
         state = (await page.get("/state")).json()
         assert state["phones"] == {"+34910000001": "busy"}
-        assert state["speech_input"] is False
+        assert state["speech_input"] is True  # the simulator takes speech (LiveCaller.say)
         assert (await page.get("/recordings/nope.wav")).status_code == 404
         phone.sim.recordings["r1"] = b"RIFF...."
         recording = await page.get("/recordings/r1.wav")
