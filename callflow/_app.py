@@ -23,6 +23,7 @@ import httpx
 from anyio.abc import TaskGroup
 
 from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
+from ._awaited import check_flow
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
 from ._durable import DurableCalls
@@ -211,6 +212,7 @@ class App:
     def add_flow(self, func: Flow, *, numbers: tuple[str, ...] = (), name: str | None = None
                  ) -> FlowSpec:
         flow_name = str(name or getattr(func, "__name__", "flow"))
+        check_flow(func, flow_name)
         if flow_name in self._flows:
             raise ConfigurationError(f"a flow named {flow_name!r} is already registered")
         spec = FlowSpec(flow_name, func, tuple(_normalise(n) for n in numbers))
@@ -1113,6 +1115,7 @@ def flow(
     """
 
     def register(f: Flow) -> Flow:
+        check_flow(f, str(name or getattr(f, "__name__", "flow")))
         _module_flows.append((f, ((number,) if number else ()) + tuple(numbers), name))
         return f
 

@@ -6,11 +6,13 @@ import random as _random
 import uuid as _uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeAlias, TypeVar, overload
 
 import anyio
+import typing_extensions
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._awaited import _Verb, verb
 from ._commands import (
     Conference,
     ConferenceOptions,
@@ -25,6 +27,7 @@ from ._commands import (
     Voice,
 )
 from ._events import Event
+from ._exceptions import ConfigurationError
 from ._results import DialResult, GatherResult, RecordResult
 
 if TYPE_CHECKING:
@@ -35,6 +38,10 @@ __all__ = ("Call", "Direction")
 Direction: TypeAlias = Literal["inbound", "outbound"]
 T = TypeVar("T")
 P = ParamSpec("P")
+S = typing_extensions.TypeVar("S", default=Any)
+"""What the app's lifespan yields: the services a flow reaches as ``call.services``."""
+
+_NO_SERVICES: Any = object()
 
 DEFAULT_NO_INPUT: tuple[str, ...] = (
     "Sorry, I didn't hear anything.",
@@ -56,16 +63,19 @@ def _e164(number: str) -> str:
     return number[4:] if number.startswith("tel:") else number
 
 
-class Call:
+class Call(Generic[S]):
     """A live telephone call, as a flow sees it.
 
     ``say``, ``play`` and ``wait`` queue a command and return at once; ``gather``,
     ``record``, ``dial`` and ``conference`` send everything queued to the platform
     and suspend the flow until the platform answers.  When the caller hangs up,
     ``CallEnded`` is raised from whatever the flow awaits, and from every later verb.
+
+    ``Call[Services]`` types ``call.services`` (what the app's lifespan yields).
     """
 
-    __slots__ = ("_session", "callee", "caller", "data", "direction", "id")
+    __slots__ = ("_services", "_session", "_unawaited", "callee", "caller", "data",
+                 "direction", "id")
 
     def __init__(
         self,
@@ -75,12 +85,15 @@ class Call:
         callee: str,
         direction: Direction = "inbound",
         data: dict[str, Any] | None = None,
+        services: Any = _NO_SERVICES,
     ) -> None:
         self.id = id
         self.caller = _e164(caller)
         self.callee = _e164(callee)
         self.direction: Direction = direction
         self.data: dict[str, Any] = {} if data is None else data
+        self._services = services
+        self._unawaited: _Verb[Any] | None = None
         self._session: Session
 
     def __repr__(self) -> str:
@@ -92,6 +105,19 @@ class Call:
         """True once the call is over; every verb then raises ``CallEnded``."""
         return self._session.ended
 
+    @property
+    def services(self) -> S:
+        """The app's services: what its lifespan yielded (``App(lifespan=...)``).
+
+        In a test, ``FakeCall(flow, services=...)`` hands the flow fakes instead.
+        """
+        services = self._services
+        if services is _NO_SERVICES:
+            raise ConfigurationError(
+                "call.services: this app has no lifespan; give it one that yields the "
+                "services, App(lifespan=...), or pass FakeCall(flow, services=...) in a test")
+        return services  # type: ignore[no-any-return]
+
     # -- side effects, once per call ------------------------------------------------
 
     @overload
@@ -100,6 +126,7 @@ class Call:
     @overload
     async def step(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
 
+    @verb
     async def step(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Call ``func(*args, **kwargs)`` (sync or async) once per call, and keep its outcome.
 
@@ -128,20 +155,24 @@ class Call:
 
     # -- verbs that queue --------------------------------------------------------
 
+    @verb
     async def say(self, text: str, *, voice: Voice = "female", repeat: int = 1) -> None:
         """Speak ``text`` to the caller (queued; sent with the next blocking verb)."""
         self._session.queue(Say(text, voice=voice, repeat=repeat))
 
+    @verb
     async def play(self, url: str, *, repeat: int = 1) -> None:
         """Play the audio file at ``url`` (queued)."""
         self._session.queue(Play(url, repeat=repeat))
 
+    @verb
     async def wait(self, seconds: float) -> None:
         """Keep the line silent for ``seconds`` (queued)."""
         self._session.queue(Pause(float(seconds)))
 
     # -- verbs that wait for the platform -----------------------------------------
 
+    @verb
     async def gather(
         self,
         *,
@@ -170,6 +201,7 @@ class Call:
         )
         return result
 
+    @verb
     async def record(
         self,
         *,
@@ -193,6 +225,7 @@ class Call:
         )
         return result
 
+    @verb
     async def dial(
         self,
         number_or_numbers: str | Sequence[str],
@@ -224,6 +257,7 @@ class Call:
         )
         return result
 
+    @verb
     async def conference(
         self,
         name: str,
@@ -254,10 +288,12 @@ class Call:
         )
         await self._session.block(lambda step: Conference(step, name=name, options=options))
 
+    @verb
     async def hangup(self, reason: HangupReason = "rejected") -> None:
         """End the call now; later verbs raise ``CallEnded``."""
         await self._session.hangup(reason)
 
+    @verb
     async def menu(
         self,
         prompt: str | Prompt,

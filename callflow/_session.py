@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._awaited import check_awaited
 from ._commands import (
     BlockingCommand,
     Command,
@@ -870,6 +871,7 @@ class Session:
         try:
             try:
                 await self.flow(self.call)
+                check_awaited(self.call)  # its last verb, never awaited: a FlowError
             except BaseException as exc:
                 if self.evicted:
                     return  # the call goes on from its history; nothing to say or free here
