@@ -44,6 +44,7 @@ from ._exceptions import (
     StoreUnavailable,
     UnsupportedFeature,
 )
+from ._records import CallRecord, HungUpBy
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
 
@@ -53,6 +54,7 @@ __all__ = (
     "App",
     "Call",
     "CallEnded",
+    "CallRecord",
     "CallflowError",
     "Command",
     "Conference",
@@ -72,6 +74,7 @@ __all__ = (
     "GatherResult",
     "Hangup",
     "HistoryError",
+    "HungUpBy",
     "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",

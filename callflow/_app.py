@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
@@ -37,6 +38,7 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._expiry import Expiry
+from ._records import CallEndHook, CallLog
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
@@ -129,6 +131,7 @@ class _Outbound:
     caller_id: str
     data: dict[str, Any] | None
     outcome: anyio.Event = field(default_factory=anyio.Event)
+    placed: float = field(default_factory=time.time)
     status: DialStatus | None = None
     reason: str | None = None
 
@@ -177,6 +180,7 @@ class App:
         self._store: Store | None = None
         self._durable: DurableCalls | None = None
         self._secret_generated = False
+        self._call_log = CallLog()
 
     # -- registration ---------------------------------------------------------------
 
@@ -233,6 +237,17 @@ class App:
             self._default = flow_name
         self._flows[flow_name] = spec
         return spec
+
+    def on_call_end(self, hook: CallEndHook, /) -> CallEndHook:
+        """Call ``hook`` (sync or async) with a ``CallRecord`` when each call ends.
+
+        Usable as a decorator; register hooks before the app starts.  A hook that
+        raises is logged and never breaks a call (see ``callflow._records``).
+        """
+        if self._tg is not None:
+            raise ConfigurationError("on_call_end() must be called before the app starts")
+        self._call_log.hooks.append(hook)
+        return hook
 
     @property
     def flows(self) -> Mapping[str, FlowSpec]:
@@ -385,6 +400,9 @@ class App:
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._spawner = Spawner(self._tg)
+            self._call_log.open()
+            if self._call_log.active:
+                self._tg.start_soon(self._call_log.deliver)
             await self._open_store(stack)
             if self._durable is None:
                 self._tg.start_soon(Expiry(self).run)
@@ -412,6 +430,7 @@ class App:
         if spawner is not None:
             with anyio.CancelScope(shield=True):
                 await spawner.aclose()
+        await self._call_log.close()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._tg = None
@@ -473,10 +492,19 @@ class App:
         if self._durable is not None:
             self._durable.forget(session)
         self._remember_ended(call_id, session)
+        if self._call_log.active:
+            self._record_end(session)
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
         session.release()
+
+    def _record_end(self, session: Session) -> None:
+        for spec in self._flows.values():
+            if spec.func is session.flow:
+                self._call_log.ended(session, spec.name)
+                return
+        # Not a flow of this app: the stand-in that ends a call it does not know.
 
     def runner_finished(self, runner: Runner) -> None:
         call_id = runner.session.call.id
@@ -621,7 +649,12 @@ class App:
             with anyio.move_on_after(self.settings.outbound_timeout):
                 await pending.outcome.wait()
             if pending.status is None:
-                return OutboundCallResult(call_id, "failed", "no answer from the platform")
+                pending.status, pending.reason = "failed", "no answer from the platform"
+            if pending.status != "answered" and self._call_log.active:
+                self._call_log.unanswered(
+                    call_id=call_id, caller=pending.caller_id, callee=pending.to,
+                    flow=spec.name, outcome=pending.status, placed=pending.placed,
+                    data=data, reason=pending.reason)
             return OutboundCallResult(call_id, pending.status, pending.reason)
         finally:
             del self._outbound[token]
@@ -881,6 +914,9 @@ class App:
         else:
             return None
         call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data)
+        if self._call_log.active:
+            now = time.time()
+            call._began = (pending.placed if direction == "outbound" else now, now)
         session = Session(self, call, spec.func)
         session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session

@@ -74,7 +74,7 @@ class Call(Generic[S]):
     ``Call[Services]`` types ``call.services`` (what the app's lifespan yields).
     """
 
-    __slots__ = ("_services", "_session", "_unawaited", "callee", "caller", "data",
+    __slots__ = ("_began", "_services", "_session", "_unawaited", "callee", "caller", "data",
                  "direction", "id")
 
     def __init__(
@@ -94,6 +94,8 @@ class Call(Generic[S]):
         self.data: dict[str, Any] = {} if data is None else data
         self._services = services
         self._unawaited: _Verb[Any] | None = None
+        # (placed, answered) wall-clock times, kept only for call-end hooks (_records).
+        self._began: tuple[float, float] | None = None
         self._session: Session
 
     def __repr__(self) -> str:

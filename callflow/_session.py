@@ -350,6 +350,7 @@ class Session:
         "done",
         "ended",
         "ended_by",
+        "error",
         "evicted",
         "first_batch",
         "flow",
@@ -373,6 +374,7 @@ class Session:
         self.caller_leg = ""
         self.ended = False
         self.ended_by: str | None = None
+        self.error: Exception | None = None  # what the flow raised (a call record says it)
         self.done = False
         self.started = False
         self.first_batch = False
@@ -878,6 +880,7 @@ class Session:
                 if not _is_call_ended(exc):
                     if not isinstance(exc, Exception):
                         raise
+                    self.error = exc
                     if isinstance(exc, NonDeterminismError):
                         logger.error("%s: %s; apologising and hanging up", self.call.id, exc)
                     else:

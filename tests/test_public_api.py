@@ -24,7 +24,8 @@ PYPROJECT = ROOT.parent / "pyproject.toml"
 # Every private module of the core, sorted into what users write flows with (whose
 # public names must be exported from ``callflow``) and the machinery behind it.
 USER_MODULES = {
-    "_app", "_call", "_commands", "_events", "_exceptions", "_results", "_settings",
+    "_app", "_call", "_commands", "_events", "_exceptions", "_records", "_results",
+    "_settings",
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
@@ -48,6 +49,8 @@ INTERNAL_MODULES = {
 NOT_EXPORTED = {
     "BlockingCommand": "a union the session runtime dispatches on; flows never build commands",
     "HangupBy": "the Literal behind Event.by; the values are documented on Event",
+    "CallEndHook": "the type of App.on_call_end's argument; a plain callable",
+    "CallLog": "the app's machinery that hands records to the hooks",
 }
 # Exceptions that are not CallflowErrors, and why.
 NOT_CALLFLOW_ERRORS = {
