@@ -8,7 +8,7 @@
 """
 
 from . import _logsafe
-from ._app import App, FlowSpec, OutboundCallResult, flow
+from ._app import App, FlowSpec, Lifespan, OutboundCallResult, flow
 from ._call import Call, Direction
 from ._commands import (
     Command,
@@ -75,6 +75,7 @@ __all__ = (
     "Hangup",
     "HistoryError",
     "HungUpBy",
+    "Lifespan",
     "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 
 from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
 from ._awaited import check_flow
-from ._call import Call, Direction
+from ._call import _NO_SERVICES, Call, Direction
 from ._commands import Command, Hangup, Say
 from ._durable import DurableCalls
 from ._events import LEG_FAILURES, Event
@@ -49,9 +49,12 @@ from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
 from .stores import Store, open_store
 
-__all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
+__all__ = ("App", "FlowSpec", "Lifespan", "OutboundCallResult", "flow")
 
 logger = logging.getLogger("callflow")
+
+Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+"""``App(lifespan=...)``: called with the app at start; what it yields is ``call.services``."""
 
 _OUTBOUND_STATUS: dict[str, DialStatus] = {"busy": "busy", "no_answer": "no_answer"}
 
@@ -155,10 +158,18 @@ class App:
         *,
         settings: Settings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        lifespan: Lifespan | None = None,
         **overrides: Any,
     ) -> None:
-        """``transport`` replaces the network under the platform client (tests: no sockets)."""
+        """``transport`` replaces the network under the platform client (tests: no sockets).
+
+        ``lifespan(app)`` is an async context manager entered when the app starts (in
+        each worker) and left when it stops, after the last call: what it yields is
+        the app's services, which flows reach as ``call.services``.
+        """
         self._settings = settings
+        self._user_lifespan = lifespan
+        self._services: Any = _NO_SERVICES
         self._transport = transport
         self._overrides = overrides
         self._flows: dict[str, FlowSpec] = {}
@@ -248,6 +259,14 @@ class App:
             raise ConfigurationError("on_call_end() must be called before the app starts")
         self._call_log.hooks.append(hook)
         return hook
+
+    @property
+    def services(self) -> Any:
+        """What the lifespan yielded, while the app runs (flows: ``call.services``)."""
+        if self._services is _NO_SERVICES:
+            raise ConfigurationError("app.services: the app has no lifespan, or is not "
+                                     "running (App(lifespan=...) yields the services)")
+        return self._services
 
     @property
     def flows(self) -> Mapping[str, FlowSpec]:
@@ -390,6 +409,9 @@ class App:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            if self._user_lifespan is not None:
+                # First in, last out: the services outlive every call and every task.
+                self._services = await stack.enter_async_context(self._user_lifespan(self))
             s = self.settings
             self._client = await stack.enter_async_context(
                 httpx.AsyncClient(
@@ -444,6 +466,7 @@ class App:
             self._runners.clear()
             self._durable = None
             self._store = None
+            self._services = _NO_SERVICES
 
     @property
     def store(self) -> Store | None:
@@ -913,7 +936,8 @@ class App:
             caller, callee = pending.caller_id, pending.to
         else:
             return None
-        call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data)
+        call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data,
+                    services=self._services)
         if self._call_log.active:
             now = time.time()
             call._began = (pending.placed if direction == "outbound" else now, now)

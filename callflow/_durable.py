@@ -280,7 +280,8 @@ class DurableCalls:
         if spec is None:
             raise HistoryError(f"its flow {start['flow']!r} is not in this app")
         call = Call(call_id, caller=start["caller"], callee=start["callee"],
-                    direction=start.get("direction", "inbound"), data=start.get("data"))
+                    direction=start.get("direction", "inbound"), data=start.get("data"),
+                    services=app._services)
         if app._call_log.active and "at" in start:
             call._began = (float(start.get("placed") or start["at"]), float(start["at"]))
         session = Session(app, call, spec.func)
