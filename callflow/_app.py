@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
 from ._awaited import check_flow
 from ._call import _NO_SERVICES, Call, Direction
+from ._checks import check_voice, e164
 from ._commands import Command, Hangup, Say
 from ._durable import DurableCalls
 from ._events import LEG_FAILURES, Event
@@ -654,7 +655,8 @@ class App:
         if not caller:
             raise ConfigurationError("no caller id: pass caller_id= or register a flow number")
         token = secrets.token_urlsafe(12)
-        pending = _Outbound(spec, _normalise(to), _normalise(caller), data)
+        pending = _Outbound(spec, e164(to, what="App.call()"),
+                            e164(caller, what="App.call(caller_id=...)"), data)
         self._outbound[token] = pending
         try:
             try:
@@ -1027,6 +1029,26 @@ class App:
             commands.insert(0, Say(self.settings.apology))
         return commands
 
+    def _why_fallback(self, event: Event, session: Session | None) -> str:
+        """What the log says of a fallback: the platform's own reason where it gives one,
+        and whether the app had answered (then the platform refused the answer)."""
+        failed = self.platform.failed_event(event)
+        name = (failed.name or failed.kind) if failed is not None else (
+            event.reason or "a notification")
+        # Twilio's fallback request carries ErrorCode and ErrorUrl (docs: "Fallback URLs");
+        # BlueVia's carries only failedEventName.
+        code = event.raw.get("ErrorCode")
+        said = ""
+        if isinstance(code, str) and code.isdigit():
+            said = (f"; the platform's reason: error {code}, "
+                    f"https://www.twilio.com/docs/api/errors/{code}")
+        if session is not None and failed is not None:
+            key, answer, _ = session.last_answer()
+            if answer is not None and same_notification(event_key(failed), key):
+                return (f"the platform did not accept the app's answer to {name} "
+                        f"({_summary(answer)}){said}")
+        return f"the platform could not reach the app with {name}{said}"
+
     def _fallback(self, event: Event, session: Session | None) -> list[Command]:
         if self._durable is None and session is None:
             ended = self._ended.get(event.call_id)
@@ -1034,8 +1056,8 @@ class App:
                 return ended.late  # apologised already: no second apology
             # Remembered as ended, so the apology's own notifications are answered harmlessly.
             self._remember(event.call_id, _Ended(None, None, False, [Hangup()]))
-        logger.error("%s: the platform could not reach the app (%s); apologising and hanging up",
-                     event.call_id, event.reason or "callback unavailable")
+        logger.error("%s: %s; apologising and hanging up", event.call_id,
+                     self._why_fallback(event, session))
         if session is not None:
             session.end(by="app")
         return self._apology()
@@ -1052,8 +1074,6 @@ _VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conferen
 def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:
     """Verb calls in the flows' source files with an option the platform does not support."""
     unsupported = platform.unsupported()
-    if not unsupported:
-        return []
     files: dict[str, None] = {}
     for func in funcs:
         try:
@@ -1080,7 +1100,30 @@ def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:
                 what = f"{verb}({key[1]}=...)" if key[1] else f"{verb}()"
                 warnings.append(f"{file}:{node.lineno}: {platform.name} does not support "
                                 f"{what}: {unsupported[key]}")
+            for problem in _literal_mistakes(node.func.attr, node):
+                warnings.append(f"{file}:{node.lineno}: {problem}")
     return warnings
+
+
+def _literal_mistakes(verb: str, node: ast.Call) -> list[str]:
+    """What the verb's own checks will refuse in its literal arguments (``callflow._checks``):
+    a voice no platform speaks in, a number that is not E.164."""
+    keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+    checks: list[tuple[ast.expr | None, Callable[[str], object]]] = []
+    if verb == "say":
+        checks.append((keywords.get("voice"), lambda v: check_voice(v, what="say()")))
+    if verb == "dial":
+        checks.append((node.args[0] if node.args else None, lambda v: e164(v, what="dial()")))
+        checks.append((keywords.get("caller_id"),
+                       lambda v: e164(v, what="dial(caller_id=...)")))
+    problems: list[str] = []
+    for arg, check in checks:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            try:
+                check(arg.value)
+            except ValueError as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def _summary(commands: list[Command]) -> str:

@@ -13,6 +13,7 @@ import typing_extensions
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._awaited import _Verb, verb
+from ._checks import check_count, check_keys, check_seconds, check_voice, e164
 from ._commands import (
     Conference,
     ConferenceOptions,
@@ -53,9 +54,26 @@ DEFAULT_NO_MATCH: tuple[str, ...] = (
 )
 
 
-def _prompt(prompt: str | Prompt | None) -> Prompt | None:
+MAX_REPEAT = 100
+MAX_WAIT = 3600.0
+MAX_DIGITS = 128  # what a notification may carry (platforms._limits)
+MAX_RECORDING = 14_400.0  # Twilio's longest <Record> (4 hours)
+MAX_RING = 600.0  # Twilio's and Telnyx's longest dial timeout
+
+
+def _prompt(prompt: str | Prompt | None, *, what: str) -> Prompt | None:
     if isinstance(prompt, str):
         return Say(prompt)
+    if isinstance(prompt, Say):
+        check_voice(prompt.voice, what=f"{what}(prompt=Say(...))")
+        check_count(prompt.repeat, what=f"{what}(prompt=Say(repeat=...))", minimum=1,
+                    maximum=MAX_REPEAT)
+    elif isinstance(prompt, Play):
+        check_count(prompt.repeat, what=f"{what}(prompt=Play(repeat=...))", minimum=1,
+                    maximum=MAX_REPEAT)
+    elif prompt is not None:
+        raise ValueError(f"{what}(prompt=...) is text, Say(...) or Play(...), not "
+                         f"{type(prompt).__name__}")
     return prompt
 
 
@@ -160,17 +178,21 @@ class Call(Generic[S]):
     @verb
     async def say(self, text: str, *, voice: Voice = "female", repeat: int = 1) -> None:
         """Speak ``text`` to the caller (queued; sent with the next blocking verb)."""
+        check_voice(voice, what="say()")
+        check_count(repeat, what="say(repeat=...)", minimum=1, maximum=MAX_REPEAT)
         self._session.queue(Say(text, voice=voice, repeat=repeat))
 
     @verb
     async def play(self, url: str, *, repeat: int = 1) -> None:
         """Play the audio file at ``url`` (queued)."""
+        check_count(repeat, what="play(repeat=...)", minimum=1, maximum=MAX_REPEAT)
         self._session.queue(Play(url, repeat=repeat))
 
     @verb
     async def wait(self, seconds: float) -> None:
         """Keep the line silent for ``seconds`` (queued)."""
-        self._session.queue(Pause(float(seconds)))
+        seconds = check_seconds(seconds, what="wait()", maximum=MAX_WAIT)
+        self._session.queue(Pause(seconds))
 
     # -- verbs that wait for the platform -----------------------------------------
 
@@ -189,7 +211,13 @@ class Call(Generic[S]):
 
         With no input after ``retries`` attempts the result has ``timed_out`` set.
         """
-        prompt_ = _prompt(prompt)
+        prompt_ = _prompt(prompt, what="gather")
+        check_count(num_digits, what="gather(num_digits=...)", minimum=0, maximum=MAX_DIGITS)
+        check_keys(finish_on_key, what="gather(finish_on_key=...)", single=True)
+        check_keys(valid_digits, what="gather(valid_digits=...)", single=False)
+        timeout = check_seconds(timeout, what="gather(timeout=...)", above=True,
+                                maximum=MAX_WAIT)
+        check_count(retries, what="gather(retries=...)", minimum=1, maximum=MAX_REPEAT)
         result: GatherResult = await self._session.block(
             lambda step: Gather(
                 step,
@@ -197,7 +225,7 @@ class Call(Generic[S]):
                 num_digits=num_digits,
                 finish_on_key=finish_on_key,
                 valid_digits=valid_digits,
-                timeout=float(timeout),
+                timeout=timeout,
                 retries=retries,
             )
         )
@@ -214,13 +242,19 @@ class Call(Generic[S]):
         finish_on_key: str | None = None,
     ) -> RecordResult:
         """Record the caller until silence, the finish key or ``max_length`` seconds."""
-        prompt_ = _prompt(prompt)
+        prompt_ = _prompt(prompt, what="record")
+        max_length = check_seconds(max_length, what="record(max_length=...)", above=True,
+                                   maximum=MAX_RECORDING)
+        silence_timeout = check_seconds(silence_timeout, what="record(silence_timeout=...)",
+                                        maximum=MAX_WAIT)
+        if finish_on_key is not None:
+            check_keys(finish_on_key, what="record(finish_on_key=...)", single=True)
         result: RecordResult = await self._session.block(
             lambda step: Record(
                 step,
                 prompt=prompt_,
-                max_length=float(max_length),
-                silence_timeout=float(silence_timeout),
+                max_length=max_length,
+                silence_timeout=silence_timeout,
                 beep=beep,
                 finish_on_key=finish_on_key,
             )
@@ -242,18 +276,21 @@ class Call(Generic[S]):
         ``on_answer`` is played to the answering party before the bridge (a whisper).
         """
         if isinstance(number_or_numbers, str):
-            numbers: tuple[str, ...] = (_e164(number_or_numbers),)
+            numbers: tuple[str, ...] = (e164(number_or_numbers, what="dial()"),)
         else:
-            numbers = tuple(_e164(n) for n in number_or_numbers)
+            numbers = tuple(e164(n, what="dial()") for n in number_or_numbers)
         if not numbers:
             raise ValueError("dial() needs at least one number")
-        whisper = _prompt(on_answer)
+        caller = e164(caller_id, what="dial(caller_id=...)") if caller_id else None
+        timeout = check_seconds(timeout, what="dial(timeout=...)", above=True,
+                                maximum=MAX_RING)
+        whisper = _prompt(on_answer, what="dial(on_answer=...)")
         result: DialResult = await self._session.block(
             lambda step: Dial(
                 step,
                 numbers=numbers,
-                caller_id=_e164(caller_id) if caller_id else None,
-                timeout=float(timeout),
+                caller_id=caller,
+                timeout=timeout,
                 on_answer=whisper,
             )
         )
@@ -276,6 +313,14 @@ class Call(Generic[S]):
         time_limit: float = 0,
     ) -> None:
         """Put the caller in conference room ``name``; returns when they leave it."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"conference() needs a room name, not {name!r}")
+        check_count(max_members, what="conference(max_members=...)", minimum=1,
+                    maximum=10_000)
+        time_limit = check_seconds(time_limit, what="conference(time_limit=...)")
+        for option, beeps in (("beeps_on_enter", beeps_on_enter),
+                              ("beeps_on_exit", beeps_on_exit)):
+            check_count(beeps, what=f"conference({option}=...)", minimum=0, maximum=2)
         options = ConferenceOptions(
             beeps_on_enter=beeps_on_enter,
             speak_on_enter=speak_on_enter,
@@ -286,7 +331,7 @@ class Call(Generic[S]):
             start_on_enter=start_on_enter,
             mute=mute,
             max_members=max_members,
-            time_limit=float(time_limit),
+            time_limit=time_limit,
         )
         await self._session.block(lambda step: Conference(step, name=name, options=options))
 
@@ -315,6 +360,7 @@ class Call(Generic[S]):
         """
         if not options:
             raise ValueError("menu() needs at least one option")
+        check_seconds(timeout, what="menu(timeout=...)", above=True, maximum=MAX_WAIT)
         widths = {len(key) for key in options}
         num_digits = widths.pop() if len(widths) == 1 else 0
         attempts = max(1, retries)

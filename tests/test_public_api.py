@@ -30,6 +30,7 @@ USER_MODULES = {
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
     "_awaited",   # verbs that notice a missing await; flows that are not coroutines
+    "_checks",    # what a verb checks about its arguments (E.164 numbers, voices, ranges)
     "_durable",   # durable calls: leases, replay, the cache, the sweep
     "_expiry",    # memory mode: ends the calls whose hang-up was lost
     "_journal",   # a call's history entries, and replaying a flow against them
