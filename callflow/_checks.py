@@ -73,9 +73,12 @@ def check_seconds(value: Any, *, what: str, minimum: float = 0.0, maximum: float
 
     ``above``: ``minimum`` itself is refused (a timeout of 0 s waits for nothing).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is float or type(value) is int:  # the usual case: no isinstance walk
+        seconds = float(value)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number of seconds, not {value!r}")
-    seconds = float(value)
+    else:
+        seconds = float(value)
     low = seconds <= minimum if above else seconds < minimum
     if not math.isfinite(seconds) or low or (maximum is not None and seconds > maximum):
         bound = f"more than {minimum:g}" if above else f"at least {minimum:g}"
@@ -87,6 +90,8 @@ def check_seconds(value: Any, *, what: str, minimum: float = 0.0, maximum: float
 
 def check_count(value: Any, *, what: str, minimum: int, maximum: int) -> int:
     """``value`` as a whole number within bounds, or a ``ValueError``."""
+    if type(value) is int and minimum <= value <= maximum:  # the usual case, quickly
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or not (
             minimum <= value <= maximum):
         raise ValueError(f"{what} must be a whole number from {minimum} to {maximum}, "
