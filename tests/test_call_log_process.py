@@ -66,3 +66,16 @@ def test_serve_with_workers_logs_each_call_once(sim_url: str, tmp_path: Path) ->
         assert transcript.spoken[0] == "Welcome to Acme."
     choices = [by_id[call_id]["data"].get("choice") for call_id in ids]
     assert choices == ["sales", "hours", None, "hours"]
+
+
+def test_a_call_log_that_cannot_be_opened_is_an_error_at_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from callflow.cli import main
+
+    missing = tmp_path / "no such directory" / "calls.jsonl"
+    ivr = Path(__file__).resolve().parent.parent / "examples" / "ivr.py"
+    status = main(["serve", str(ivr), "--port", "0", "--no-configure",
+                   "--store", "memory", "--call-log", str(missing)])
+    assert status == 2
+    assert f"--call-log: cannot open {missing}: No such file or directory" in (
+        capsys.readouterr().err)
