@@ -8,7 +8,7 @@
 """
 
 from . import _logsafe
-from ._app import App, FlowSpec, OutboundCallResult, flow
+from ._app import App, FlowSpec, Lifespan, OutboundCallResult, flow
 from ._call import Call, Direction
 from ._commands import (
     Command,
@@ -47,6 +47,7 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._hotkeys import HotkeyHandler, HotkeyPressed, Hotkeys
+from ._records import CallRecord, HungUpBy
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
 from ._ssml import EmphasisLevel, ProsodyPitch, ProsodyRate, ProsodyVolume, Speech
@@ -57,6 +58,7 @@ __all__ = (
     "App",
     "Call",
     "CallEnded",
+    "CallRecord",
     "CallflowError",
     "Command",
     "Conference",
@@ -80,6 +82,8 @@ __all__ = (
     "HotkeyHandler",
     "HotkeyPressed",
     "Hotkeys",
+    "HungUpBy",
+    "Lifespan",
     "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",

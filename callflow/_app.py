@@ -8,9 +8,10 @@ import inspect
 import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +24,9 @@ import httpx
 from anyio.abc import TaskGroup
 
 from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
-from ._call import Call, Direction
+from ._awaited import check_flow
+from ._call import _NO_SERVICES, Call, Direction
+from ._checks import check_voice, e164
 from ._commands import Command, Hangup, Say
 from ._durable import DurableCalls
 from ._events import LEG_FAILURES, Event
@@ -36,6 +39,7 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._expiry import Expiry
+from ._records import CallEndHook, CallLog
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
@@ -46,9 +50,12 @@ from ._types import Message, Receive, Scope, Send
 from .platforms import ExecutingPlatform, Platform, Reply, UrlFor, Webhook, get_platform
 from .stores import Store, open_store
 
-__all__ = ("App", "FlowSpec", "OutboundCallResult", "flow")
+__all__ = ("App", "FlowSpec", "Lifespan", "OutboundCallResult", "flow")
 
 logger = logging.getLogger("callflow")
+
+Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+"""``App(lifespan=...)``: called with the app at start; what it yields is ``call.services``."""
 
 _OUTBOUND_STATUS: dict[str, DialStatus] = {"busy": "busy", "no_answer": "no_answer"}
 
@@ -128,6 +135,7 @@ class _Outbound:
     caller_id: str
     data: dict[str, Any] | None
     outcome: anyio.Event = field(default_factory=anyio.Event)
+    placed: float = field(default_factory=time.time)
     status: DialStatus | None = None
     reason: str | None = None
 
@@ -151,10 +159,18 @@ class App:
         *,
         settings: Settings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        lifespan: Lifespan | None = None,
         **overrides: Any,
     ) -> None:
-        """``transport`` replaces the network under the platform client (tests: no sockets)."""
+        """``transport`` replaces the network under the platform client (tests: no sockets).
+
+        ``lifespan(app)`` is an async context manager entered when the app starts (in
+        each worker) and left when it stops, after the last call: what it yields is
+        the app's services, which flows reach as ``call.services``.
+        """
         self._settings = settings
+        self._user_lifespan = lifespan
+        self._services: Any = _NO_SERVICES
         self._transport = transport
         self._overrides = overrides
         self._flows: dict[str, FlowSpec] = {}
@@ -176,6 +192,7 @@ class App:
         self._store: Store | None = None
         self._durable: DurableCalls | None = None
         self._secret_generated = False
+        self._call_log = CallLog()
 
     # -- registration ---------------------------------------------------------------
 
@@ -211,6 +228,7 @@ class App:
     def add_flow(self, func: Flow, *, numbers: tuple[str, ...] = (), name: str | None = None
                  ) -> FlowSpec:
         flow_name = str(name or getattr(func, "__name__", "flow"))
+        check_flow(func, flow_name)
         if flow_name in self._flows:
             raise ConfigurationError(f"a flow named {flow_name!r} is already registered")
         spec = FlowSpec(flow_name, func, tuple(_normalise(n) for n in numbers))
@@ -231,6 +249,25 @@ class App:
             self._default = flow_name
         self._flows[flow_name] = spec
         return spec
+
+    def on_call_end(self, hook: CallEndHook, /) -> CallEndHook:
+        """Call ``hook`` (sync or async) with a ``CallRecord`` when each call ends.
+
+        Usable as a decorator; register hooks before the app starts.  A hook that
+        raises is logged and never breaks a call (see ``callflow._records``).
+        """
+        if self._tg is not None:
+            raise ConfigurationError("on_call_end() must be called before the app starts")
+        self._call_log.hooks.append(hook)
+        return hook
+
+    @property
+    def services(self) -> Any:
+        """What the lifespan yielded, while the app runs (flows: ``call.services``)."""
+        if self._services is _NO_SERVICES:
+            raise ConfigurationError("app.services: the app has no lifespan, or is not "
+                                     "running (App(lifespan=...) yields the services)")
+        return self._services
 
     @property
     def flows(self) -> Mapping[str, FlowSpec]:
@@ -373,6 +410,9 @@ class App:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            if self._user_lifespan is not None:
+                # First in, last out: the services outlive every call and every task.
+                self._services = await stack.enter_async_context(self._user_lifespan(self))
             s = self.settings
             self._client = await stack.enter_async_context(
                 httpx.AsyncClient(
@@ -383,6 +423,9 @@ class App:
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._spawner = Spawner(self._tg)
+            self._call_log.open()
+            if self._call_log.active:
+                self._tg.start_soon(self._call_log.deliver)
             await self._open_store(stack)
             if self._durable is None:
                 self._tg.start_soon(Expiry(self).run)
@@ -410,6 +453,7 @@ class App:
         if spawner is not None:
             with anyio.CancelScope(shield=True):
                 await spawner.aclose()
+        await self._call_log.close()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._tg = None
@@ -423,6 +467,7 @@ class App:
             self._runners.clear()
             self._durable = None
             self._store = None
+            self._services = _NO_SERVICES
 
     @property
     def store(self) -> Store | None:
@@ -471,10 +516,19 @@ class App:
         if self._durable is not None:
             self._durable.forget(session)
         self._remember_ended(call_id, session)
+        if self._call_log.active:
+            self._record_end(session)
         waiter = self._end_waiters.pop(call_id, None)
         if waiter is not None:
             waiter.set()
         session.release()
+
+    def _record_end(self, session: Session) -> None:
+        for spec in self._flows.values():
+            if spec.func is session.flow:
+                self._call_log.ended(session, spec.name)
+                return
+        # Not a flow of this app: the stand-in that ends a call it does not know.
 
     def runner_finished(self, runner: Runner) -> None:
         call_id = runner.session.call.id
@@ -601,7 +655,8 @@ class App:
         if not caller:
             raise ConfigurationError("no caller id: pass caller_id= or register a flow number")
         token = secrets.token_urlsafe(12)
-        pending = _Outbound(spec, _normalise(to), _normalise(caller), data)
+        pending = _Outbound(spec, e164(to, what="App.call()"),
+                            e164(caller, what="App.call(caller_id=...)"), data)
         self._outbound[token] = pending
         try:
             try:
@@ -619,7 +674,12 @@ class App:
             with anyio.move_on_after(self.settings.outbound_timeout):
                 await pending.outcome.wait()
             if pending.status is None:
-                return OutboundCallResult(call_id, "failed", "no answer from the platform")
+                pending.status, pending.reason = "failed", "no answer from the platform"
+            if pending.status != "answered" and self._call_log.active:
+                self._call_log.unanswered(
+                    call_id=call_id, caller=pending.caller_id, callee=pending.to,
+                    flow=spec.name, outcome=pending.status, placed=pending.placed,
+                    data=data, reason=pending.reason)
             return OutboundCallResult(call_id, pending.status, pending.reason)
         finally:
             del self._outbound[token]
@@ -878,7 +938,11 @@ class App:
             caller, callee = pending.caller_id, pending.to
         else:
             return None
-        call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data)
+        call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data,
+                    services=self._services)
+        if self._call_log.active:
+            now = time.time()
+            call._began = (pending.placed if direction == "outbound" else now, now)
         session = Session(self, call, spec.func)
         session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session
@@ -965,6 +1029,26 @@ class App:
             commands.insert(0, Say(self.settings.apology))
         return commands
 
+    def _why_fallback(self, event: Event, session: Session | None) -> str:
+        """What the log says of a fallback: the platform's own reason where it gives one,
+        and whether the app had answered (then the platform refused the answer)."""
+        failed = self.platform.failed_event(event)
+        name = (failed.name or failed.kind) if failed is not None else (
+            event.reason or "a notification")
+        # Twilio's fallback request carries ErrorCode and ErrorUrl (docs: "Fallback URLs");
+        # BlueVia's carries only failedEventName.
+        code = event.raw.get("ErrorCode")
+        said = ""
+        if isinstance(code, str) and code.isdigit():
+            said = (f"; the platform's reason: error {code}, "
+                    f"https://www.twilio.com/docs/api/errors/{code}")
+        if session is not None and failed is not None:
+            key, answer, _ = session.last_answer()
+            if answer is not None and same_notification(event_key(failed), key):
+                return (f"the platform did not accept the app's answer to {name} "
+                        f"({_summary(answer)}){said}")
+        return f"the platform could not reach the app with {name}{said}"
+
     def _fallback(self, event: Event, session: Session | None) -> list[Command]:
         if self._durable is None and session is None:
             ended = self._ended.get(event.call_id)
@@ -972,8 +1056,8 @@ class App:
                 return ended.late  # apologised already: no second apology
             # Remembered as ended, so the apology's own notifications are answered harmlessly.
             self._remember(event.call_id, _Ended(None, None, False, [Hangup()]))
-        logger.error("%s: the platform could not reach the app (%s); apologising and hanging up",
-                     event.call_id, event.reason or "callback unavailable")
+        logger.error("%s: %s; apologising and hanging up", event.call_id,
+                     self._why_fallback(event, session))
         if session is not None:
             session.end(by="app")
         return self._apology()
@@ -990,8 +1074,6 @@ _VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conferen
 def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:
     """Verb calls in the flows' source files with an option the platform does not support."""
     unsupported = platform.unsupported()
-    if not unsupported:
-        return []
     files: dict[str, None] = {}
     for func in funcs:
         try:
@@ -1018,7 +1100,34 @@ def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:
                 what = f"{verb}({key[1]}=...)" if key[1] else f"{verb}()"
                 warnings.append(f"{file}:{node.lineno}: {platform.name} does not support "
                                 f"{what}: {unsupported[key]}")
+            for problem in _literal_mistakes(node.func.attr, node, platform):
+                warnings.append(f"{file}:{node.lineno}: {problem}")
     return warnings
+
+
+def _literal_mistakes(verb: str, node: ast.Call, platform: Platform) -> list[str]:
+    """What the verb's own checks (``callflow._checks``) or the platform will refuse in its
+    literal arguments: a voice the platform does not speak in, a number that is not E.164."""
+    keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+    checks: list[tuple[ast.expr | None, Callable[[str], object]]] = []
+    if verb == "say":
+        def voice(v: str) -> None:
+            check_voice(v, what="say()")
+            platform.check(Say("", voice=v))
+
+        checks.append((keywords.get("voice"), voice))
+    if verb == "dial":
+        checks.append((node.args[0] if node.args else None, lambda v: e164(v, what="dial()")))
+        checks.append((keywords.get("caller_id"),
+                       lambda v: e164(v, what="dial(caller_id=...)")))
+    problems: list[str] = []
+    for arg, check in checks:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            try:
+                check(arg.value)
+            except (ValueError, UnsupportedFeature) as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def _summary(commands: list[Command]) -> str:
@@ -1113,6 +1222,7 @@ def flow(
     """
 
     def register(f: Flow) -> Flow:
+        check_flow(f, str(name or getattr(f, "__name__", "flow")))
         _module_flows.append((f, ((number,) if number else ()) + tuple(numbers), name))
         return f
 

@@ -7,11 +7,14 @@ import random as _random
 import uuid as _uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeAlias, TypeVar, overload
 
 import anyio
+import typing_extensions
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._awaited import _Verb, verb
+from ._checks import check_count, check_keys, check_seconds, check_voice, e164
 from ._commands import (
     DTMF_OUT,
     Conference,
@@ -28,6 +31,7 @@ from ._commands import (
     SpeechInput,
 )
 from ._events import Event
+from ._exceptions import ConfigurationError
 from ._hotkeys import HotkeyHandler, Hotkeys
 from ._results import DialResult, GatherResult, RecordResult
 from ._ssml import Speech
@@ -40,6 +44,10 @@ __all__ = ("Call", "Direction")
 Direction: TypeAlias = Literal["inbound", "outbound"]
 T = TypeVar("T")
 P = ParamSpec("P")
+S = typing_extensions.TypeVar("S", default=Any)
+"""What the app's lifespan yields: the services a flow reaches as ``call.services``."""
+
+_NO_SERVICES: Any = object()
 
 DEFAULT_NO_INPUT: tuple[str, ...] = (
     "Sorry, I didn't hear anything.",
@@ -51,11 +59,28 @@ DEFAULT_NO_MATCH: tuple[str, ...] = (
 )
 
 
-def _prompt(prompt: str | Speech | Prompt | None) -> Prompt | None:
+MAX_REPEAT = 100
+MAX_WAIT = 3600.0
+MAX_DIGITS = 128  # what a notification may carry (platforms._limits)
+MAX_RECORDING = 14_400.0  # Twilio's longest <Record> (4 hours)
+MAX_RING = 600.0  # Twilio's and Telnyx's longest dial timeout
+
+
+def _prompt(prompt: str | Speech | Prompt | None, *, what: str) -> Prompt | None:
     if isinstance(prompt, str):
         return Say(prompt)
     if isinstance(prompt, Speech):
         return Say(prompt.text, ssml=prompt.ssml)
+    if isinstance(prompt, Say):
+        check_voice(prompt.voice, what=f"{what}(prompt=Say(...))")
+        check_count(prompt.repeat, what=f"{what}(prompt=Say(repeat=...))", minimum=1,
+                    maximum=MAX_REPEAT)
+    elif isinstance(prompt, Play):
+        check_count(prompt.repeat, what=f"{what}(prompt=Play(repeat=...))", minimum=1,
+                    maximum=MAX_REPEAT)
+    elif prompt is not None:
+        raise ValueError(f"{what}(prompt=...) is text, Speech(...), Say(...) or Play(...), not "
+                         f"{type(prompt).__name__}")
     return prompt
 
 
@@ -79,16 +104,19 @@ def _e164(number: str) -> str:
     return number[4:] if number.startswith("tel:") else number
 
 
-class Call:
+class Call(Generic[S]):
     """A live telephone call, as a flow sees it.
 
     ``say``, ``play`` and ``wait`` queue a command and return at once; ``gather``,
     ``record``, ``dial`` and ``conference`` send everything queued to the platform
     and suspend the flow until the platform answers.  When the caller hangs up,
     ``CallEnded`` is raised from whatever the flow awaits, and from every later verb.
+
+    ``Call[Services]`` types ``call.services`` (what the app's lifespan yields).
     """
 
-    __slots__ = ("_hotkeys", "_session", "callee", "caller", "data", "direction", "id")
+    __slots__ = ("_began", "_hotkeys", "_services", "_session", "_unawaited", "callee", "caller",
+                 "data", "direction", "id")
 
     def __init__(
         self,
@@ -98,12 +126,17 @@ class Call:
         callee: str,
         direction: Direction = "inbound",
         data: dict[str, Any] | None = None,
+        services: Any = _NO_SERVICES,
     ) -> None:
         self.id = id
         self.caller = _e164(caller)
         self.callee = _e164(callee)
         self.direction: Direction = direction
         self.data: dict[str, Any] = {} if data is None else data
+        self._services = services
+        self._unawaited: _Verb[Any] | None = None
+        # (placed, answered) wall-clock times, kept only for call-end hooks (_records).
+        self._began: tuple[float, float] | None = None
         self._session: Session
         self._hotkeys: list[Hotkeys] = []
 
@@ -116,6 +149,19 @@ class Call:
         """True once the call is over; every verb then raises ``CallEnded``."""
         return self._session.ended
 
+    @property
+    def services(self) -> S:
+        """The app's services: what its lifespan yielded (``App(lifespan=...)``).
+
+        In a test, ``FakeCall(flow, services=...)`` hands the flow fakes instead.
+        """
+        services = self._services
+        if services is _NO_SERVICES:
+            raise ConfigurationError(
+                "call.services: this app has no lifespan; give it one that yields the "
+                "services, App(lifespan=...), or pass FakeCall(flow, services=...) in a test")
+        return services  # type: ignore[no-any-return]
+
     # -- side effects, once per call ------------------------------------------------
 
     @overload
@@ -124,6 +170,7 @@ class Call:
     @overload
     async def step(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
 
+    @verb
     async def step(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Call ``func(*args, **kwargs)`` (sync or async) once per call, and keep its outcome.
 
@@ -152,6 +199,7 @@ class Call:
 
     # -- verbs that queue --------------------------------------------------------
 
+    @verb
     async def say(self, text: str | Speech, *, voice: str = "female",
                   language: str | None = None, repeat: int = 1) -> None:
         """Speak ``text`` to the caller (queued; sent with the next blocking verb).
@@ -160,16 +208,23 @@ class Call:
         ``voice`` is "female", "male" or one of the platform's voice names;
         ``language`` (BCP 47, "es-ES") None is the platform's default.
         """
+        check_voice(voice, what="say()")
+        check_count(repeat, what="say(repeat=...)", minimum=1, maximum=MAX_REPEAT)
         self._session.queue(_speech(text, voice, language, repeat))
 
+    @verb
     async def play(self, url: str, *, repeat: int = 1) -> None:
         """Play the audio file at ``url`` (queued)."""
+        check_count(repeat, what="play(repeat=...)", minimum=1, maximum=MAX_REPEAT)
         self._session.queue(Play(url, repeat=repeat))
 
+    @verb
     async def wait(self, seconds: float) -> None:
         """Keep the line silent for ``seconds`` (queued)."""
-        self._session.queue(Pause(float(seconds)))
+        seconds = check_seconds(seconds, what="wait()", maximum=MAX_WAIT)
+        self._session.queue(Pause(seconds))
 
+    @verb
     async def send_digits(self, digits: str) -> None:
         """Send DTMF tones down the line, e.g. an extension to another IVR (queued).
 
@@ -190,6 +245,7 @@ class Call:
 
     # -- verbs that wait for the platform -----------------------------------------
 
+    @verb
     async def gather(
         self,
         *,
@@ -217,13 +273,20 @@ class Call:
             raise ValueError(f"gather(input={input!r}): use 'dtmf', 'speech' or 'dtmf speech'")
         if isinstance(hints, str):
             raise TypeError("gather(hints=...) takes a list of phrases, not one string")
+        prompt_ = _prompt(prompt, what="gather")
+        check_count(num_digits, what="gather(num_digits=...)", minimum=0, maximum=MAX_DIGITS)
+        check_keys(finish_on_key, what="gather(finish_on_key=...)", single=True)
+        check_keys(valid_digits, what="gather(valid_digits=...)", single=False)
+        timeout = check_seconds(timeout, what="gather(timeout=...)", above=True,
+                                maximum=MAX_WAIT)
+        check_count(retries, what="gather(retries=...)", minimum=1, maximum=MAX_REPEAT)
         command = Gather(
             0,
-            prompt=_prompt(prompt),
+            prompt=prompt_,
             num_digits=num_digits,
             finish_on_key=finish_on_key,
             valid_digits=valid_digits,
-            timeout=float(timeout),
+            timeout=timeout,
             retries=retries,
             input=input,
             hints=tuple(hints),
@@ -239,6 +302,7 @@ class Call:
             lambda step: dataclasses.replace(command, step=step))
         return result
 
+    @verb
     async def record(
         self,
         *,
@@ -249,19 +313,26 @@ class Call:
         finish_on_key: str | None = None,
     ) -> RecordResult:
         """Record the caller until silence, the finish key or ``max_length`` seconds."""
-        prompt_ = _prompt(prompt)
+        prompt_ = _prompt(prompt, what="record")
+        max_length = check_seconds(max_length, what="record(max_length=...)", above=True,
+                                   maximum=MAX_RECORDING)
+        silence_timeout = check_seconds(silence_timeout, what="record(silence_timeout=...)",
+                                        maximum=MAX_WAIT)
+        if finish_on_key is not None:
+            check_keys(finish_on_key, what="record(finish_on_key=...)", single=True)
         result: RecordResult = await self._session.block(
             lambda step: Record(
                 step,
                 prompt=prompt_,
-                max_length=float(max_length),
-                silence_timeout=float(silence_timeout),
+                max_length=max_length,
+                silence_timeout=silence_timeout,
                 beep=beep,
                 finish_on_key=finish_on_key,
             )
         )
         return result
 
+    @verb
     async def dial(
         self,
         number_or_numbers: str | Sequence[str],
@@ -276,23 +347,27 @@ class Call:
         ``on_answer`` is played to the answering party before the bridge (a whisper).
         """
         if isinstance(number_or_numbers, str):
-            numbers: tuple[str, ...] = (_e164(number_or_numbers),)
+            numbers: tuple[str, ...] = (e164(number_or_numbers, what="dial()"),)
         else:
-            numbers = tuple(_e164(n) for n in number_or_numbers)
+            numbers = tuple(e164(n, what="dial()") for n in number_or_numbers)
         if not numbers:
             raise ValueError("dial() needs at least one number")
-        whisper = _prompt(on_answer)
+        caller = e164(caller_id, what="dial(caller_id=...)") if caller_id else None
+        timeout = check_seconds(timeout, what="dial(timeout=...)", above=True,
+                                maximum=MAX_RING)
+        whisper = _prompt(on_answer, what="dial(on_answer=...)")
         result: DialResult = await self._session.block(
             lambda step: Dial(
                 step,
                 numbers=numbers,
-                caller_id=_e164(caller_id) if caller_id else None,
-                timeout=float(timeout),
+                caller_id=caller,
+                timeout=timeout,
                 on_answer=whisper,
             )
         )
         return result
 
+    @verb
     async def conference(
         self,
         name: str,
@@ -309,6 +384,14 @@ class Call:
         time_limit: float = 0,
     ) -> None:
         """Put the caller in conference room ``name``; returns when they leave it."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"conference() needs a room name, not {name!r}")
+        check_count(max_members, what="conference(max_members=...)", minimum=1,
+                    maximum=10_000)
+        time_limit = check_seconds(time_limit, what="conference(time_limit=...)")
+        for option, beeps in (("beeps_on_enter", beeps_on_enter),
+                              ("beeps_on_exit", beeps_on_exit)):
+            check_count(beeps, what=f"conference({option}=...)", minimum=0, maximum=2)
         options = ConferenceOptions(
             beeps_on_enter=beeps_on_enter,
             speak_on_enter=speak_on_enter,
@@ -319,14 +402,16 @@ class Call:
             start_on_enter=start_on_enter,
             mute=mute,
             max_members=max_members,
-            time_limit=float(time_limit),
+            time_limit=time_limit,
         )
         await self._session.block(lambda step: Conference(step, name=name, options=options))
 
+    @verb
     async def hangup(self, reason: HangupReason = "rejected") -> None:
         """End the call now; later verbs raise ``CallEnded``."""
         await self._session.hangup(reason)
 
+    @verb
     async def menu(
         self,
         prompt: str | Speech | Prompt,
@@ -346,6 +431,7 @@ class Call:
         """
         if not options:
             raise ValueError("menu() needs at least one option")
+        check_seconds(timeout, what="menu(timeout=...)", above=True, maximum=MAX_WAIT)
         widths = {len(key) for key in options}
         num_digits = widths.pop() if len(widths) == 1 else 0
         attempts = max(1, retries)

@@ -213,6 +213,8 @@ class DurableCalls:
             "key": list(event_key(event)), "platform": app.platform.name,
             "at": round(time.time(), 3),
         }
+        if call._began is not None and call.direction == "outbound":
+            start["placed"] = round(call._began[0], 3)  # for its call record
         fence = await self.store.create(call.id, self.owner, self._lease, spec.name,
                                         call.caller, call.callee, [start])
         if fence is None:
@@ -278,7 +280,10 @@ class DurableCalls:
         if spec is None:
             raise HistoryError(f"its flow {start['flow']!r} is not in this app")
         call = Call(call_id, caller=start["caller"], callee=start["callee"],
-                    direction=start.get("direction", "inbound"), data=start.get("data"))
+                    direction=start.get("direction", "inbound"), data=start.get("data"),
+                    services=app._services)
+        if app._call_log.active and "at" in start:
+            call._began = (float(start.get("placed") or start["at"]), float(start["at"]))
         session = Session(app, call, spec.func)
         journal = session.journal = Journal(partial(self._commit, session))
         journal.load(entries[1:])

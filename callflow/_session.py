@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._awaited import check_awaited
 from ._commands import (
     BlockingCommand,
     Command,
@@ -352,6 +353,7 @@ class Session:
         "done",
         "ended",
         "ended_by",
+        "error",
         "evicted",
         "first_batch",
         "flow",
@@ -375,6 +377,7 @@ class Session:
         self.caller_leg = ""
         self.ended = False
         self.ended_by: str | None = None
+        self.error: Exception | None = None  # what the flow raised (a call record says it)
         self.done = False
         self.started = False
         self.first_batch = False
@@ -873,12 +876,14 @@ class Session:
         try:
             try:
                 await self.flow(self.call)
+                check_awaited(self.call)  # its last verb, never awaited: a FlowError
             except BaseException as exc:
                 if self.evicted:
                     return  # the call goes on from its history; nothing to say or free here
                 if not _is_call_ended(exc):
                     if not isinstance(exc, Exception):
                         raise
+                    self.error = exc
                     if isinstance(exc, NonDeterminismError):
                         logger.error("%s: %s; apologising and hanging up", self.call.id, exc)
                     else:

@@ -24,11 +24,13 @@ PYPROJECT = ROOT.parent / "pyproject.toml"
 # Every private module of the core, sorted into what users write flows with (whose
 # public names must be exported from ``callflow``) and the machinery behind it.
 USER_MODULES = {
-    "_app", "_call", "_commands", "_events", "_exceptions", "_hotkeys", "_results", "_settings",
-    "_ssml",
+    "_app", "_call", "_commands", "_events", "_exceptions", "_hotkeys", "_records", "_results",
+    "_settings", "_ssml",
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app
+    "_awaited",   # verbs that notice a missing await; flows that are not coroutines
+    "_checks",    # what a verb checks about its arguments (E.164 numbers, voices, ranges)
     "_durable",   # durable calls: leases, replay, the cache, the sweep
     "_expiry",    # memory mode: ends the calls whose hang-up was lost
     "_journal",   # a call's history entries, and replaying a flow against them
@@ -49,6 +51,8 @@ INTERNAL_MODULES = {
 NOT_EXPORTED = {
     "BlockingCommand": "a union the session runtime dispatches on; flows never build commands",
     "HangupBy": "the Literal behind Event.by; the values are documented on Event",
+    "CallEndHook": "the type of App.on_call_end's argument; a plain callable",
+    "CallLog": "the app's machinery that hands records to the hooks",
 }
 # Exceptions that are not CallflowErrors, and why.
 NOT_CALLFLOW_ERRORS = {

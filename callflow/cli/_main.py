@@ -269,6 +269,11 @@ def add_serve_parser(subparsers: Any) -> None:
         help="processes serving the same port, sharing the store (default: 1)",
     )
     parser.add_argument(
+        "--call-log", metavar="FILE",
+        help="append one JSON line per ended call to FILE: ids, numbers, flow, times, "
+             "outcome, who hung up, call.data, error (see App.on_call_end)",
+    )
+    parser.add_argument(
         "--no-configure", dest="configure", action="store_false",
         help="do not configure the numbers on the platform (configure their callback URLs "
              "by hand with the printed URL; pass --secret so it stays the same)",
@@ -407,6 +412,10 @@ def run_serve(args: argparse.Namespace) -> int:
                 "Telnyx calls are not durable yet: each lives in the process that took it, "
                 "so serve Telnyx with one worker (drop --workers)")
         app.configure(settings)
+        if args.call_log:
+            from ._call_log import log_calls_to
+
+            log_calls_to(app, args.call_log)
     except BaseException:
         listener.close()
         raise

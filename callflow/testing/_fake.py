@@ -12,7 +12,8 @@ import anyio.lowlevel
 from anyio import TaskHandle
 from anyio.abc import TaskGroup
 
-from .._call import Call, Direction
+from .._awaited import check_awaited, check_flow
+from .._call import _NO_SERVICES, Call, Direction
 from .._commands import (
     Command,
     Conference,
@@ -102,12 +103,16 @@ class FakeCall:
         hangup_grace: float = 10.0,
         keepalive: float | None = None,
         platform: Platform | None = None,
+        services: Any = _NO_SERVICES,
     ) -> None:
         """``platform`` makes verbs raise ``UnsupportedFeature`` where that platform would;
         ``keepalive`` holds the line the way Twilio needs when a slow flow has nothing
-        to say (see ``Session``)."""
+        to say (see ``Session``); ``services`` is what the flow finds in
+        ``call.services`` (fakes of what the app's lifespan yields)."""
+        check_flow(flow, getattr(flow, "__name__", "flow"))
         self.flow = flow
-        self.call = Call(call_id, caller=caller, callee=callee, direction=direction, data=data)
+        self.call: Call[Any] = Call(call_id, caller=caller, callee=callee,
+                                    direction=direction, data=data, services=services)
         self.hang_up_at = hang_up_at
         self.apology = apology
         self.response_budget = response_budget
@@ -239,6 +244,7 @@ class FakeCall:
         async def flow(call: Call) -> None:
             try:
                 await self.flow(call)
+                check_awaited(call)
             except BaseException as exc:
                 if isinstance(exc, Exception) and not _is_call_ended(exc):
                     self.error = exc
