@@ -23,6 +23,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
+from . import _logformat
 from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
 from ._call import Call, Direction
 from ._commands import Command, Hangup, Say
@@ -478,6 +479,8 @@ class App:
         call_id = session.call.id
         if self.metrics is not None:
             self._count_end(session)
+        if _logformat.remembering:
+            _logformat.remember(session)
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
         if self._durable is not None:

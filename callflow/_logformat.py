@@ -2,9 +2,11 @@
 
 Every line about a call carries its ``call_id`` and ``flow``: lines logged from inside a
 flow (the flow's own ``logging`` calls included) through a context variable the session
-sets once when the flow starts; callflow's own lines about a call (which all start with the
-call id) from their first argument. The flow's name is looked up among the running apps'
-calls, and remembered for the call's last lines, written after it is forgotten.
+sets once when the flow starts; callflow's own lines about a call from their first argument
+(the house rule: a ``callflow`` logger's message that starts with ``%s`` names a call there,
+and no other does). The flow's name is looked up among the running apps'
+calls, and remembered (``remember``, called as a call ends) for the call's last lines,
+written after the app has forgotten the call.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from ._app import App
     from ._session import Session
 
-__all__ = ("CURRENT", "JsonFormatter", "running")
+__all__ = ("CURRENT", "JsonFormatter", "remember", "running")
 
 CURRENT: ContextVar[Session | None] = ContextVar("callflow_session", default=None)
 """The session whose flow runs in this task (set by the session as its flow starts)."""
@@ -32,6 +34,34 @@ running: weakref.WeakSet[App] = weakref.WeakSet()
 REMEMBERED = 10_000
 """How many calls' flow names the formatter keeps, for lines written after a call ends."""
 
+_flows: OrderedDict[str, str] = OrderedDict()
+remembering = False
+"""True once a ``JsonFormatter`` exists: only then do ending calls leave their flow's name."""
+
+
+def remember(session: Session) -> None:
+    """Keep an ending call's flow name for its last lines (its reply's, after it ends)."""
+    _flow(session.call.id, session)
+
+
+def _flow(call_id: str, session: Session | None) -> str:
+    name = _flows.get(call_id)
+    if name is not None:
+        return name
+    for app in list(running):
+        found = session or app.sessions.get(call_id)
+        if found is not None and found.host is app:
+            spec = next((s for s in app.flows.values() if s.func is found.flow), None)
+            if spec is not None:
+                name = spec.name
+                break
+    if name is None:
+        return ""
+    _flows[call_id] = name
+    if len(_flows) > REMEMBERED:
+        _flows.popitem(last=False)
+    return name
+
 
 class JsonFormatter(logging.Formatter):
     """``{"time", "level", "logger", "message", "call_id", "flow", "exception"}`` per line.
@@ -41,8 +71,9 @@ class JsonFormatter(logging.Formatter):
     """
 
     def __init__(self) -> None:
+        global remembering
         super().__init__()
-        self._flows: OrderedDict[str, str] = OrderedDict()
+        remembering = True
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -66,32 +97,14 @@ class JsonFormatter(logging.Formatter):
         session = CURRENT.get()
         if session is not None:
             call_id = session.call.id
-            return call_id, self._flow(call_id, session)
+            return call_id, _flow(call_id, session)
         # callflow's own lines about a call start with its id: "%s: ..." or "%s ← ...".
         if (record.name.startswith("callflow") and isinstance(record.msg, str)
                 and record.msg.startswith("%s") and isinstance(record.args, tuple)
                 and record.args and isinstance(record.args[0], str)):
             call_id = record.args[0]
-            return call_id, self._flow(call_id, None)
+            return call_id, _flow(call_id, None)
         return "", ""
-
-    def _flow(self, call_id: str, session: Session | None) -> str:
-        name = self._flows.get(call_id)
-        if name is not None:
-            return name
-        for app in list(running):
-            found = session or app.sessions.get(call_id)
-            if found is not None and found.host is app:
-                spec = next((s for s in app.flows.values() if s.func is found.flow), None)
-                if spec is not None:
-                    name = spec.name
-                    break
-        if name is None:
-            return ""
-        self._flows[call_id] = name
-        if len(self._flows) > REMEMBERED:
-            self._flows.popitem(last=False)
-        return name
 
 
 def _iso(created: float) -> str:
