@@ -213,3 +213,11 @@ async def test_two_workers_report_the_figures_of_both(tmp_path: Path) -> None:
     # The parent removes the directory when it stops.
     assert not metrics_dirs(tmp_path)
     assert not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def test_the_setting_reads_yes_and_no_and_refuses_the_rest() -> None:
+    assert callflow.Settings.from_env({"CALLFLOW_METRICS": "1"}).metrics is True
+    assert callflow.Settings.from_env({"CALLFLOW_METRICS": "off"}).metrics is False
+    assert callflow.Settings.from_env({}).metrics is False
+    with pytest.raises(callflow.ConfigurationError, match="CALLFLOW_METRICS='maybe'"):
+        callflow.Settings.from_env({"CALLFLOW_METRICS": "maybe"})
