@@ -105,7 +105,10 @@ class Metrics:
             "callflow_store_seconds",
             "Seconds each call store operation took (durable mode), by operation.",
             ("operation",), registry=registry, buckets=STORE_BUCKETS))
+        # Children by label values, resolved once: ``labels()`` takes a lock and builds a key.
         self._kinds: dict[str, Any] = {}
+        self._started: dict[tuple[str, str], Any] = {}
+        self._ended: dict[tuple[str, str], Any] = {}
         self._reply = self.reply_seconds.labels(platform)
         self._pushes = self.pushes.labels(platform)
 
@@ -121,11 +124,17 @@ class Metrics:
         self._reply.observe(time.perf_counter() - started)
 
     def call_started(self, flow: str, direction: str) -> None:
-        self.calls_started.labels(flow, direction).inc()
+        child = self._started.get((flow, direction))
+        if child is None:
+            child = self._started[flow, direction] = self.calls_started.labels(flow, direction)
+        child.inc()
         self.calls_live.inc()
 
     def call_ended(self, flow: str, outcome: str) -> None:
-        self.calls_ended.labels(flow, outcome).inc()
+        child = self._ended.get((flow, outcome))
+        if child is None:
+            child = self._ended[flow, outcome] = self.calls_ended.labels(flow, outcome)
+        child.inc()
         self.calls_live.dec()
         if outcome == "error":
             self.flow_errors.labels(flow).inc()
