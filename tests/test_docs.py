@@ -17,6 +17,7 @@ with a silent caller and must end without an error.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -174,3 +175,20 @@ def test_the_python_api_page_lists_every_public_name() -> None:
         public |= {f"{module.__name__}.{n}" for n in module.__all__
                    if not (module is callflow.stores and n in callflow.__all__)}
     assert sorted(public - documented) == []
+
+
+def test_a_page_left_out_of_the_nav_joins_its_folders_section(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("_docs_hooks", DOCS / "_hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    for page in ("index.md", "how-to/deploy.md", "how-to/new-task.md", "reference/api.md",
+                 "faq.md"):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("# A page\n", encoding="utf-8")
+    nav = [{"Home": "index.md"}, {"How-to guides": ["how-to/deploy.md"]},
+           {"Reference": ["reference/api.md"]}]
+    config = hooks.on_config({"nav": nav, "docs_dir": str(tmp_path)})
+    assert config["nav"] == [{"Home": "index.md"},
+                             {"How-to guides": ["how-to/deploy.md", "how-to/new-task.md"]},
+                             {"Reference": ["reference/api.md"]}, "faq.md"]
