@@ -935,7 +935,7 @@ class App:
         session = Session(self, call, spec.func)
         session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session
-        if self.metrics is not None:
+        if self.metrics is not None and self._durable is None:  # durable: once it is stored
             self.metrics.call_started(spec.name, direction)
         logger.info("%s: %s call %s → %s runs flow %s", event.call_id, direction, caller,
                     callee, spec.name)
