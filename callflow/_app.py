@@ -751,9 +751,9 @@ class App:
             logger.warning("refused a notification: %s", exc.message)
             await send_json(send, exc.status, _error(exc.code, exc.message))
             return
-        await send_reply(send, reply.status, reply.body, reply.content_type)
-        if self.metrics is not None:
+        if self.metrics is not None:  # before it goes: a scrape after the reply counts it
             self.metrics.replied(started)
+        await send_reply(send, reply.status, reply.body, reply.content_type)
 
     async def _scrape(self, send: Send) -> None:
         metrics = self.metrics

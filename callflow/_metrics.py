@@ -73,7 +73,8 @@ class Metrics:
             ("flow", "direction"))
         self.calls_ended = counter(
             "callflow_calls_ended",
-            "Calls whose flow is over, by flow and outcome: completed (the flow returned), "
+            "Calls whose flow is over, by flow and outcome: completed (the flow or the app "
+            "ended it), "
             "caller_hung_up, error (the flow raised, or stalled).",
             ("flow", "outcome"))
         self.calls_live = prom.Gauge(
@@ -87,7 +88,7 @@ class Metrics:
             ("platform", "kind"))
         self.reply_seconds = cast("Histogram", prom.Histogram(
             "callflow_reply_seconds",
-            "Seconds from a webhook's arrival to its reply, by platform.",
+            "Seconds from a webhook's body read to its reply ready, by platform.",
             ("platform",), registry=registry, buckets=REPLY_BUCKETS))
         self.pushes = counter(
             "callflow_pushes",

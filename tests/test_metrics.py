@@ -8,6 +8,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -147,6 +148,81 @@ async def test_errors_pushes_and_the_store_are_counted(tmp_path: Path) -> None:
     # Durable mode: each store operation timed under its own name.
     assert after.value("callflow_store_seconds_count", operation="create") == 3
     assert {"create", "append"} <= after.labels("callflow_store_seconds_count", "operation")
+
+
+class RefuseSetcommands:
+    """The simulator, but the setcommands requests get the statuses in ``refusals`` first."""
+
+    def __init__(self, sim: Simulator, refusals: list[int]) -> None:
+        self.sim, self.refusals = sim, refusals
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and scope["path"].endswith("/setcommands")
+                and self.refusals):
+            status = self.refusals.pop(0)
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.sim(scope, receive, send)
+
+
+async def test_platform_retries_and_errors_are_counted() -> None:
+    app = callflow.App()
+
+    @app.flow(number=NUMBER)
+    async def slow(call: Call) -> None:
+        await anyio.sleep(0.2)  # over the response budget: what follows goes by setcommands
+        await call.gather(prompt="Press a key.", num_digits=1)
+
+    sim = Simulator()
+    platform = RefuseSetcommands(sim, [503, 400])  # a retry that succeeds, then a refusal
+    async with serve_asgi(platform) as platform_url:
+        app.configure(callflow.Settings(platform_url=platform_url, secret="s3cret", metrics=True,
+                                        response_budget=0.05))
+        async with serve_asgi(app) as app_url, httpx.AsyncClient() as client:
+            app.settings.public_url = app_url
+            await app.configure_numbers()
+            with anyio.fail_after(30):
+                for _ in range(2):
+                    call = await sim.place_inbound_call("+34600000001", NUMBER,
+                                                        script=["press:1"])
+                    await call.wait_ended()
+                for call_id in list(app.sessions):
+                    await app.wait_ended(call_id)
+            after = await scrape(client, f"{app_url}/callflow/s3cret/metrics")
+    assert platform.refusals == []
+    assert after.value("callflow_platform_retries_total", platform="bluevia",
+                       operation="push") == 1
+    assert after.value("callflow_platform_errors_total", platform="bluevia",
+                       operation="push") == 1
+    # The first call's batch went through on its second attempt; the second call's never.
+    assert after.value("callflow_pushes_total") == 1
+    assert after.value("callflow_calls_ended_total", outcome="completed") == 2
+
+
+async def test_telnyx_commands_are_pushes() -> None:
+    app = load_app(IVR)
+    sim = Simulator(platform="telnyx")
+    sim.add_account_number(NUMBER)
+    async with serve_simulator(sim) as platform_url:
+        app.configure(callflow.Settings(platform_url=platform_url, secret="s3cret", metrics=True,
+                                        **sim.app_settings()))
+        async with serve_asgi(app) as app_url, httpx.AsyncClient() as client:
+            app.settings.public_url = app_url
+            await app.configure_numbers()
+            with anyio.fail_after(30):
+                call = await sim.place_inbound_call("+34600000001", NUMBER, script=SCRIPT)
+                await call.wait_ended()
+                for call_id in list(app.sessions):
+                    await app.wait_ended(call_id)
+            after = await scrape(client, f"{app_url}/callflow/s3cret/metrics")
+    assert after.value("callflow_calls_started_total", flow="reception") == 1
+    assert after.value("callflow_notifications_total", platform="telnyx",
+                       kind="incoming") == 1
+    # Each command is a REST request on Telnyx: answer, the speeches, the gather, hang-up.
+    assert after.value("callflow_pushes_total", platform="telnyx") >= 4
+    assert after.value("callflow_reply_seconds_count", platform="telnyx") == (
+        after.value("callflow_notifications_total"))
 
 
 async def test_metrics_are_off_by_default() -> None:
