@@ -217,6 +217,8 @@ async def test_telnyx_commands_are_pushes() -> None:
                     await app.wait_ended(call_id)
             after = await scrape(client, f"{app_url}/callflow/s3cret/metrics")
     assert after.value("callflow_calls_started_total", flow="reception") == 1
+    assert after.value("callflow_calls_ended_total", flow="reception", outcome="completed") == 1
+    assert after.value("callflow_calls_live") == 0
     assert after.value("callflow_notifications_total", platform="telnyx",
                        kind="incoming") == 1
     # Each command is a REST request on Telnyx: answer, the speeches, the gather, hang-up.
