@@ -23,6 +23,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
+from . import _logformat
 from ._asgi import BodyTimeout, BodyTooLarge, Headers, drain_of, read_body, send_json, send_reply
 from ._awaited import check_flow
 from ._call import _NO_SERVICES, Call, Direction
@@ -40,6 +41,8 @@ from ._exceptions import (
 )
 from ._expiry import Expiry
 from ._records import CallEndHook, CallLog
+from ._logformat import running
+from ._metrics import Metrics, TimedStore
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
@@ -193,6 +196,8 @@ class App:
         self._durable: DurableCalls | None = None
         self._secret_generated = False
         self._call_log = CallLog()
+        self.metrics: Metrics | None = None
+        """The app's Prometheus figures while it runs with ``metrics`` on; else None."""
 
     # -- registration ---------------------------------------------------------------
 
@@ -426,6 +431,9 @@ class App:
             self._call_log.open()
             if self._call_log.active:
                 self._tg.start_soon(self._call_log.deliver)
+            running.add(self)  # --log-format json finds its calls' flows
+            if s.metrics and self.metrics is None:
+                self.metrics = Metrics(self.platform.name)
             await self._open_store(stack)
             if self._durable is None:
                 self._tg.start_soon(Expiry(self).run)
@@ -484,6 +492,8 @@ class App:
         store = open_store(s.store, timeout=s.store_timeout)
         if store is None:
             return
+        if self.metrics is not None:
+            store = cast("Store", TimedStore(store, self.metrics))
         await store.open()
         stack.push_async_callback(store.aclose)
         self._store = store
@@ -511,6 +521,10 @@ class App:
 
     def finished(self, session: Session) -> None:
         call_id = session.call.id
+        if self.metrics is not None:
+            self._count_end(session)
+        if _logformat.remembering:
+            _logformat.remember(session)
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
         if self._durable is not None:
@@ -529,6 +543,15 @@ class App:
                 self._call_log.ended(session, spec.name)
                 return
         # Not a flow of this app: the stand-in that ends a call it does not know.
+    def _count_end(self, session: Session) -> None:
+        assert self.metrics is not None
+        try:
+            name = self.get_flow(session.flow).name
+        except FlowNotFound:
+            return  # a stand-in that only apologises: no call of a flow started
+        outcome = ("error" if session.failed else
+                   "caller_hung_up" if session.ended_by == "caller" else "completed")
+        self.metrics.call_ended(name, outcome)
 
     def runner_finished(self, runner: Runner) -> None:
         call_id = runner.session.call.id
@@ -595,20 +618,28 @@ class App:
                     session.end(by="caller")
                     return
                 if exc.status is not None and exc.status < 500:
+                    if self.metrics is not None:
+                        self.metrics.platform_error("push")
                     raise
                 problem = f"HTTP {exc.status}" if exc.status is not None else str(exc)
             else:
+                if self.metrics is not None:
+                    self.metrics.pushed()
                 logger.info("%s → %s by REST", call_id, _summary(commands))
                 return
             logger.warning("%s: %s attempt %d/%d failed: %s", call_id, what, attempt, attempts,
                            problem)
             if attempt < attempts:
+                if self.metrics is not None:
+                    self.metrics.platform_retry("push")
                 await anyio.sleep(delay)
                 delay *= 2
                 if session.ended and session.ended_by != "app":
                     # The caller hung up meanwhile: nobody is left to hear the commands.
                     logger.info("%s: the call ended; no more %s attempts", call_id, what)
                     return
+        if self.metrics is not None:
+            self.metrics.platform_error("push")
         raise PlatformError(f"{what} failed {attempts} times")
 
     async def configure_numbers(self) -> dict[str, str]:
@@ -666,6 +697,8 @@ class App:
                     fallback_url=self.fallback_url,
                 )
             except PlatformError as exc:
+                if self.metrics is not None:
+                    self.metrics.platform_error("create_call")
                 message = str(exc) if exc.status is not None else (
                     f"could not reach the platform: {exc}")
                 raise OutboundCallError(message, status=exc.status, body=exc.body) from exc
@@ -721,7 +754,7 @@ class App:
         parts = path[len(prefix) + 1:].split("/") if path.startswith(prefix + "/") else []
         if len(parts) == 1 and parts[0] in ("events", "fallback"):
             parts = ["", parts[0]]  # no secret at all: refused below, like a wrong one
-        if len(parts) != 2 or parts[1] not in ("events", "fallback", "health"):
+        if len(parts) != 2 or parts[1] not in ("events", "fallback", "health", "metrics"):
             await send_json(send, 404, _error("not_found", f"no such endpoint: {path}"))
             return
         if not hmac.compare_digest(parts[0].encode(), s.secret.encode()):
@@ -731,6 +764,9 @@ class App:
             return
         if parts[1] == "health":
             await send_json(send, 200, {"status": "ok", "calls": len(self.sessions)})
+            return
+        if parts[1] == "metrics":
+            await self._scrape(send)
             return
         if scope["method"] != "POST":
             await send_json(send, 405, _error("method_not_allowed", "use POST"),
@@ -766,13 +802,26 @@ class App:
             headers=Headers(scope.get("headers", ())),
             body=body,
         )
+        started = time.perf_counter() if self.metrics is not None else 0.0
         try:
             reply = await self.handle_webhook(webhook, fallback=parts[1] == "fallback")
         except NotificationError as exc:
             logger.warning("refused a notification: %s", exc.message)
             await send_json(send, exc.status, _error(exc.code, exc.message))
             return
+        if self.metrics is not None:  # before it goes: a scrape after the reply counts it
+            self.metrics.replied(started)
         await send_reply(send, reply.status, reply.body, reply.content_type)
+
+    async def _scrape(self, send: Send) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            await send_json(send, 404, _error(
+                "metrics_off", "metrics are off: serve with --metrics (CALLFLOW_METRICS=1)"))
+            return
+        # Shared figures are read from every worker's files: not on the event loop.
+        body, content_type = await anyio.to_thread.run_sync(metrics.exposition)
+        await send_reply(send, 200, body, content_type)
 
     async def handle_webhook(self, webhook: Webhook, *, fallback: bool = False) -> Reply:
         """One webhook in, one reply out.
@@ -785,6 +834,8 @@ class App:
         events = platform.parse(webhook)
         for event in events:
             _check_text(event)
+            if self.metrics is not None:
+                self.metrics.notification(event.kind)
         if platform.mode == "execute":
             for event in events:
                 await self._dispatch(event, webhook.query)
@@ -946,6 +997,8 @@ class App:
         session = Session(self, call, spec.func)
         session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session
+        if self.metrics is not None and self._durable is None:  # durable: once it is stored
+            self.metrics.call_started(spec.name, direction)
         logger.info("%s: %s call %s → %s runs flow %s", event.call_id, direction, caller,
                     callee, spec.name)
         return session

@@ -221,6 +221,8 @@ class DurableCalls:
             app.sessions.pop(call.id, None)
             return _CREATED_ELSEWHERE
         journal.fence, journal.version = fence, 1
+        if app.metrics is not None:  # not above: a call another worker created is not ours
+            app.metrics.call_started(spec.name, call.direction)
         commands = await session.handle(event)
         first, session.first_batch = session.first_batch, False
         await self._commit(session)

@@ -40,6 +40,7 @@ from ._exceptions import CallflowError, PlatformError
 from .platforms._base import ApiRequest
 
 if TYPE_CHECKING:
+    from ._metrics import Metrics
     from ._session import Session
     from .platforms._base import ExecutingPlatform
 
@@ -60,6 +61,8 @@ class RunnerHost(Protocol):
 
     @property
     def push_retries(self) -> int: ...
+
+    metrics: Metrics | None
 
     def runner_finished(self, runner: Runner) -> None: ...
 
@@ -150,6 +153,7 @@ class CallControl:
         says the call is over, ``PlatformError`` for any other refusal.
         """
         platform = self._runner.platform
+        metrics = self._runner.host.metrics
         attempts = max(1, self._runner.host.push_retries)
         delay = 0.25
         problem = ""
@@ -160,6 +164,8 @@ class CallControl:
                 problem = str(exc)
             else:
                 if response.status_code < 300:
+                    if metrics is not None:
+                        metrics.pushed()
                     try:
                         return response.json() if response.content else None
                     except ValueError:
@@ -168,13 +174,19 @@ class CallControl:
                 if error.gone:
                     raise CallGone(str(error))
                 if response.status_code < 500:
+                    if metrics is not None:
+                        metrics.platform_error("command")
                     raise error
                 problem = f"HTTP {response.status_code}"
             logger.warning("%s: %s %s attempt %d/%d failed: %s", self.call_id, request.method,
                            request.path, attempt, attempts, problem)
             if attempt < attempts:
+                if metrics is not None:
+                    metrics.platform_retry("command")
                 await anyio.sleep(delay)
                 delay *= 2
+        if metrics is not None:
+            metrics.platform_error("command")
         raise PlatformError(f"{request.method} {request.path} failed {attempts} times: {problem}")
 
     async def feed(self, event: Event) -> list[Command] | None:

@@ -299,7 +299,9 @@ async def serve_until_signal(
 
                 async def stop_on_signal() -> None:
                     async for signum in signals:
-                        logger.info("%s: shutting down", signal.Signals(signum).name)
+                        # Not "%s: ...": a callflow line that starts with an argument is
+                        # about the call it names (callflow._logformat).
+                        logger.info(signal.Signals(signum).name + ": shutting down")
                         tg.cancel_scope.cancel()
                         return
 

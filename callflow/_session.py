@@ -59,6 +59,7 @@ from ._journal import (
     encode_exception,
     encode_result,
 )
+from ._logformat import CURRENT
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._spawner import Cancellable
 from ._waiter import Waiter
@@ -355,6 +356,7 @@ class Session:
         "ended_by",
         "error",
         "evicted",
+        "failed",
         "first_batch",
         "flow",
         "host",
@@ -378,6 +380,8 @@ class Session:
         self.ended = False
         self.ended_by: str | None = None
         self.error: Exception | None = None  # what the flow raised (a call record says it)
+        self.failed = False
+        """The flow raised (or stalled): the caller got the apology."""
         self.done = False
         self.started = False
         self.first_batch = False
@@ -858,6 +862,7 @@ class Session:
         logger.error("%s: the flow has not reached a verb that waits for %.1f s; apologising, "
                      "hanging up and cancelling it", self.call.id, timeout)
         self._stall = None
+        self.failed = True
         self.end(by="app")
         self.outbox = [Say(self.host.apology)] if self.host.apology else []
         self.outbox.append(Hangup())
@@ -873,6 +878,7 @@ class Session:
             self._task.cancel()
 
     async def _run(self) -> None:
+        CURRENT.set(self)  # this task's log lines are about this call (--log-format json)
         try:
             try:
                 await self.flow(self.call)
@@ -884,6 +890,7 @@ class Session:
                     if not isinstance(exc, Exception):
                         raise
                     self.error = exc
+                    self.failed = True
                     if isinstance(exc, NonDeterminismError):
                         logger.error("%s: %s; apologising and hanging up", self.call.id, exc)
                     else:

@@ -127,6 +127,9 @@ class Settings:
     """Memory mode: seconds the app gives itself at shutdown to hang up every live call
     (each hears ``shutdown_message``); the calls the platform did not confirm in time are
     logged (count as a warning, ids at debug)."""
+    metrics: bool = False
+    """Serve Prometheus metrics at ``{path_prefix}/{secret}/metrics`` (``callflow serve
+    --metrics``; needs ``pip install "callflow[metrics]"``). See docs/reference/metrics.md."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -159,7 +162,10 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
             return float(raw)
         if kind == "int":
             return int(raw)
-    except ValueError:
+        if kind == "bool":
+            return {"1": True, "true": True, "yes": True, "on": True, "0": False,
+                    "false": False, "no": False, "off": False, "": False}[raw.strip().lower()]
+    except (KeyError, ValueError):
         raise ConfigurationError(
             f"CALLFLOW_{name.upper()}={raw!r} is not a valid {kind}"
         ) from None

@@ -35,8 +35,10 @@ INTERNAL_MODULES = {
     "_expiry",    # memory mode: ends the calls whose hang-up was lost
     "_journal",   # a call's history entries, and replaying a flow against them
     "_loader",    # loads a flows file for the command line
+    "_logformat", # --log-format json: one JSON object per line, with call id and flow
     "_loopwatch", # warns when a flow blocks the event loop
     "_recognise", # the simulated speech recogniser (simulator and FakeCall)
+    "_metrics",   # Prometheus metrics (--metrics), shared across --workers
     "_logsafe",   # escapes control characters in what callflow logs
     "_runner",    # executes a call's commands on an execute-mode platform (Telnyx)
     "_shutdown",  # memory mode: hangs up every live call when the app stops

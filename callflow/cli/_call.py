@@ -35,6 +35,7 @@ from ._main import (
     _check_url,
     _e164,
     _platform_hint,
+    add_log_format_option,
     add_platform_options,
     run_async,
     setup_logging,
@@ -186,6 +187,7 @@ def add_parser(subparsers: Any) -> None:
         help="also show the notifications in the transcript, and the app's log lines on "
              "stderr (-vv: debug)",
     )
+    add_log_format_option(output)
     output.add_argument(
         "--timeout", type=float, metavar="S",
         help="give up after S real seconds (default: wait for the call to end)",
@@ -313,7 +315,7 @@ def _check_answered(app: App, to: str, file: str) -> None:
 
 
 def run_call(args: argparse.Namespace) -> int:
-    setup_logging({0: "warning", 1: "info"}.get(args.verbose, "debug"))
+    setup_logging({0: "warning", 1: "info"}.get(args.verbose, "debug"), args.log_format)
     plan = _plan(args)
     clock = clock_from_args(args)
     base = plan.app.settings if plan.app is not None else None

@@ -39,7 +39,15 @@ from ..simulator import (
     Simulator,
     serve_simulator,
 )
-from ._main import PLATFORMS, _e164, _port, run_async, settings_from_args, setup_logging
+from ._main import (
+    PLATFORMS,
+    _e164,
+    _port,
+    add_log_format_option,
+    run_async,
+    settings_from_args,
+    setup_logging,
+)
 
 __all__ = ("DevPhone", "add_parser", "run_dev")
 
@@ -127,6 +135,7 @@ def add_parser(subparsers: Any) -> None:
         "--log-level", choices=("debug", "info", "warning", "error"), default="warning",
         help="the app's log on stderr (default: warning, to keep the telephone readable)",
     )
+    add_log_format_option(parser)
     parser.set_defaults(run=run_dev)
 
 
@@ -141,7 +150,7 @@ def _speed(text: str) -> float:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     out = _terminal_safe(sys.stdout)
     app = load_app(args.file)
     you = _e164(args.phone, "--from")

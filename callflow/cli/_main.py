@@ -30,6 +30,8 @@ from .. import __version__
 from .._app import App
 from .._exceptions import CallflowError, ConfigurationError, PlatformError
 from .._loader import load_app
+from .._logformat import JsonFormatter
+from .._metrics import shared_across_workers
 from .._server import Listener, serve_until_signal
 from .._settings import Settings
 from ..stores import open_store
@@ -42,6 +44,7 @@ __all__ = (
     "main",
     "run_async",
     "settings_from_args",
+    "add_log_format_option",
     "setup_logging",
 )
 
@@ -71,7 +74,7 @@ HANGUP_WAIT = 120.0
 SETTING_OPTIONS = (
     "public_url", "platform_url", "api_key", "api_secret", "secret", "response_budget",
     "caller_id", "platform", "twilio_account_sid", "twilio_auth_token", "telnyx_api_key",
-    "telnyx_public_key", "telnyx_connection_id", "store", "cache_size",
+    "telnyx_public_key", "telnyx_connection_id", "store", "cache_size", "metrics",
 )
 DEFAULT_STORE = "sqlite:///.callflow/calls.db"
 """Where ``callflow serve`` keeps its calls unless told otherwise: a file under the
@@ -192,6 +195,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         "--log-level", choices=("debug", "info", "warning", "error"), default="info",
         help="info logs one line per notification and per command batch (default: info)",
     )
+    add_log_format_option(server)
     platform = parser.add_argument_group("platform")
     platform.add_argument(
         "--platform-url", metavar="URL",
@@ -203,6 +207,14 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         "--api-secret", help="API secret for the platform (CALLFLOW_API_SECRET)"
     )
     add_platform_options(platform)
+
+
+def add_log_format_option(parser: Any) -> None:
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="json: one JSON object per line for log shippers, with call_id and flow on "
+             "every line about a call (default: text)",
+    )
 
 
 def add_platform_options(group: Any, *, default: str | None = None) -> None:
@@ -272,6 +284,11 @@ def add_serve_parser(subparsers: Any) -> None:
         "--call-log", metavar="FILE",
         help="append one JSON line per ended call to FILE: ids, numbers, flow, times, "
              "outcome, who hung up, call.data, error (see App.on_call_end)",
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", default=None,
+        help="serve Prometheus metrics at /callflow/SECRET/metrics, summed over the "
+             "workers (pip install \"callflow[metrics]\"; CALLFLOW_METRICS=1)",
     )
     parser.add_argument(
         "--no-configure", dest="configure", action="store_false",
@@ -360,8 +377,10 @@ class _Formatter(logging.Formatter):
         return text
 
 
-def setup_logging(level: str = "info") -> None:
+def setup_logging(level: str = "info", log_format: str = "text") -> None:
     """Log to stderr as ``HH:MM:SS callflow <message>``, at ``level`` and above.
+
+    ``log_format="json"``: one JSON object per line instead (``callflow._logformat``).
 
     The libraries under callflow (httpx, hypercorn) only say warnings, except at debug.
     Leaves an existing logging configuration (handlers on the root logger) alone.
@@ -371,7 +390,7 @@ def setup_logging(level: str = "info") -> None:
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else _Formatter())
     root.addHandler(handler)
     root.setLevel(numeric)
     quiet = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
@@ -395,7 +414,7 @@ def _say(text: str = "") -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     app = load_app(args.file)
     listener = Listener.bind(args.host, args.port)
     try:
@@ -422,8 +441,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from .._workers import serve_workers
 
-        status = serve_workers(args.workers, lambda index: _serve_one(app, listener, args,
-                                                                       index))
+        with shared_across_workers(settings.metrics):
+            status = serve_workers(args.workers, lambda index: _serve_one(app, listener, args,
+                                                                           index))
         listener.close()
         _say("stopped")
         return status
@@ -530,7 +550,7 @@ def _platform_hint(app: App, message: str, status: int | None, *, configuring: b
 
 
 def run_dial(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     app = load_app(args.file)
     spec = app.get_flow(args.flow)
     to = _e164(args.number, "NUMBER")

@@ -18,7 +18,14 @@ from .. import __version__
 from .._exceptions import ConfigurationError
 from .._server import Listener, serve_until_signal
 from ..simulator import Chaos, Clock, ConfigError, Phone, Simulator
-from ._main import EXIT_OK, PLATFORMS, _port, run_async, setup_logging
+from ._main import (
+    EXIT_OK,
+    PLATFORMS,
+    _port,
+    add_log_format_option,
+    run_async,
+    setup_logging,
+)
 
 __all__ = (
     "add_chaos_options",
@@ -227,11 +234,12 @@ def add_parser(subparsers: Any) -> None:
         "--log-level", choices=("debug", "info", "warning", "error"), default="info",
         help="info logs a line as each call starts and ends (default: info)",
     )
+    add_log_format_option(parser)
     parser.set_defaults(run=run_simulator)
 
 
 def run_simulator(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     clock = clock_from_args(args)
     sim = Simulator(clock=clock, api_key=args.api_key, api_secret=args.api_secret,
                     platform=args.platform, twilio_account_sid=args.twilio_account_sid,
