@@ -40,9 +40,9 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._expiry import Expiry
-from ._records import CallEndHook, CallLog
 from ._logformat import running
 from ._metrics import Metrics, TimedStore
+from ._records import CallEndHook, CallLog
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
