@@ -417,7 +417,7 @@ async def _point_numbers(app: App, client: SimulatorClient, plan: _Plan) -> None
         await app.configure_numbers()
     except PlatformError as exc:
         raise PlatformError(_platform_hint(app, f"cannot configure the numbers: {exc}",
-                                           exc.status, configuring=False),
+                                           exc.status, configuring=False, body=exc.body),
                             status=exc.status, body=exc.body) from exc
     extra = _extra_number(app, plan)
     if extra is None:
