@@ -137,7 +137,9 @@ def add_parser(subparsers: Any) -> None:
         help="where to write one JSON line per number (default: the numbers file with "
              ".results.jsonl, e.g. patients.results.jsonl)",
     )
-    add_connection_options(parser, log_level="warning")
+    # A free port by default: the platform gets this app's URL with each call, and a
+    # 'callflow serve' may well hold 8000 already.
+    add_connection_options(parser, port=0, log_level="warning")
     parser.set_defaults(run=run_dial)
 
 
