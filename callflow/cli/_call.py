@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -80,8 +81,9 @@ def add_parser(subparsers: Any) -> None:
                     "prompt to finish, then presses KEYS when the flow listens for keys.\n"
                     "Time is virtual by default: the call is over at once.\n"
                     "\n"
-                    "Exit status: 0 when the call completed, 1 when an outbound call was not\n"
-                    "answered or the simulator could not get commands from the app, 2 on errors.",
+                    "Exit status: 0 when the call completed, 1 when the flow raised, an\n"
+                    "outbound call was not answered or the simulator could not get commands\n"
+                    "from the app, 2 on errors. --json adds \"error\": what the flow raised.",
         epilog="examples:\n"
                "  callflow call examples/ivr.py --press 1\n"
                "  callflow call examples/ivr.py --press 2 --phone +34910000002=busy\n"
@@ -101,7 +103,8 @@ def add_parser(subparsers: Any) -> None:
                "  press:KEYS      press KEYS as soon as the flow listens for keys\n"
                "  press-next:KEYS after the next prompt, press KEYS (what --press does)\n"
                "  press-now:KEYS  press at once, listening or not\n"
-               "  silence:S  talk:S  hangup  hangup:S",
+               "  silence:S  talk:S  hang-up  hang-up:S\n"
+               "(FakeCall's words: .press(), .silence(), .talk(), .hang_up())",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -126,7 +129,7 @@ def add_parser(subparsers: Any) -> None:
     )
     call.add_argument(
         "--step", dest="steps", action=_Steps, const="step", metavar="STEP",
-        help="one script step, e.g. wait:sales, silence:5, talk:3, hangup:10 (repeatable)",
+        help="one script step, e.g. wait:sales, silence:5, talk:3, hang-up:10 (repeatable)",
     )
     call.add_argument(
         "--script", dest="steps", action=_Steps, const="script", metavar="FILE",
@@ -358,20 +361,29 @@ def run_call(args: argparse.Namespace) -> int:
                     await app.wait_ended(call_id)
             return transcript, problem
 
+    from ._dial import watching_flow_errors
+
     try:
-        transcript, problem = run_async(main, args.backend)
+        with watching_flow_errors() as flow_errors:
+            transcript, problem = run_async(main, args.backend)
     except TimeoutError:
         raise ConfigurationError(f"the call did not end within --timeout {args.timeout:g}s"
                                  ) from None
+    # The app in this process said so when its flow raised (not known with --no-app).
+    error = flow_errors.errors.get(transcript.call_id)
     if args.json:
-        print(transcript.to_json(), flush=True)
+        print(json.dumps({**transcript.to_dict(), "error": error}, indent=2,
+                         ensure_ascii=False), flush=True)
     else:
         notes = [] if args.platform_url else [clock_name(clock)]
         if args.platform != "bluevia":
             notes.append(args.platform)
         clock_note = f" ({', '.join(notes)})" if notes else ""
         _show(transcript, plan, clock_note, args.verbose > 0, problem)
-    if problem is not None:
+        if error is not None:
+            print(f"the flow raised: {error} (the app's log on stderr has the traceback)",
+                  flush=True)
+    if problem is not None or error is not None:
         return EXIT_NOT_ANSWERED
     if transcript.texts("error"):
         return EXIT_NOT_ANSWERED

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ("Leg", "SimCall")
 
+_ANSWERED_HANGUP_REASONS = ("rejected", "busy")
+"""BlueVia's hangup reasons ("rejected" by default): they say how a call is refused, so on
+an answered call a normal end reads "the application hung up", with no reason."""
+
 logger = logging.getLogger("callflow.simulator")
 
 SECONDS_PER_WORD = 0.4
@@ -300,6 +304,8 @@ class SimCall:
     def _finish(self) -> None:
         direction, reason = self._ended_by or ("fromApplication", "")
         who = self.main.party if direction == "fromParticipant" else "the application"
+        if direction == "fromApplication" and reason in _ANSWERED_HANGUP_REASONS:
+            reason = ""  # rejected/busy only mean something on a call not answered
         if self.main.status == "connected" or direction == "fromParticipant":
             self._log("hangup", f"{who} hung up" + (f" ({reason})" if reason else ""),
                       self.main, direction=direction)
