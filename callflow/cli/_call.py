@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -33,9 +34,12 @@ from ..simulator import Simulator, SimulatorClient, Transcript, parse_step
 from ._main import (
     EXIT_NOT_ANSWERED,
     EXIT_OK,
+    LOG_LEVELS,
+    PLATFORMS,
     _check_url,
     _e164,
     _platform_hint,
+    add_log_level,
     add_platform_options,
     run_async,
     setup_logging,
@@ -170,7 +174,8 @@ def add_parser(subparsers: Any) -> None:
     provider = parser.add_argument_group(
         "the provider", "the credentials are made up for the run, unless --against: then "
                         "those of that simulator (or CALLFLOW_* variables)")
-    add_platform_options(provider, default="bluevia")
+    add_platform_options(provider, default=os.environ.get("CALLFLOW_PLATFORM") or "bluevia",
+                         from_env=True)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print the transcript as JSON",
@@ -180,6 +185,7 @@ def add_parser(subparsers: Any) -> None:
         help="also show the notifications in the transcript, and the app's log lines on "
              "stderr (-vv: debug)",
     )
+    add_log_level(output, default="warning", short=False)
     output.add_argument(
         "--timeout", type=float, metavar="S",
         help="give up after S real seconds (default: wait for the call to end)",
@@ -306,7 +312,11 @@ def _check_answered(app: App, to: str, file: str) -> None:
 
 
 def run_call(args: argparse.Namespace) -> int:
-    setup_logging({0: "warning", 1: "info"}.get(args.verbose, "debug"))
+    if args.platform not in PLATFORMS:  # from CALLFLOW_PLATFORM: argparse checks no default
+        raise ConfigurationError(f"unknown platform {args.platform!r} (CALLFLOW_PLATFORM); "
+                                 f"choose one of: {', '.join(PLATFORMS)}")
+    verbose = {0: args.log_level, 1: "info"}.get(args.verbose, "debug")
+    setup_logging(min(args.log_level, verbose, key=LOG_LEVELS.index))
     plan = _plan(args)
     clock = clock_from_args(args)
     base = plan.app.settings if plan.app is not None else None

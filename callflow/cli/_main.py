@@ -104,10 +104,12 @@ EPILOG = """\
 examples:
   callflow serve examples/ivr.py
   callflow serve flows.py --public-url https://abc.example.net --platform-url https://voice.example.com
-  callflow dial examples/reminder.py +34600000001 --flow reminder
+  callflow dial examples/reminder.py +34600000001 --from +34900000001
+  callflow call examples/ivr.py --press 1 --platform twilio
 
-Settings also come from CALLFLOW_* environment variables (CALLFLOW_PLATFORM_URL,
-CALLFLOW_API_KEY, CALLFLOW_SECRET, ...); options given on the command line win.
+Settings also come from CALLFLOW_* environment variables (CALLFLOW_PLATFORM,
+CALLFLOW_PLATFORM_URL, CALLFLOW_API_KEY, CALLFLOW_API_SECRET, CALLFLOW_PUBLIC_URL,
+CALLFLOW_SECRET for the webhook secret, ...); options given on the command line win.
 Run 'callflow COMMAND --help' for a command's options."""
 
 
@@ -256,14 +258,18 @@ def add_log_level(group: Any, *, default: str, short: bool = True) -> None:
         )
 
 
-def add_platform_options(group: Any, *, default: str | None = None) -> None:
+def add_platform_options(group: Any, *, default: str | None = None,
+                         from_env: bool = False) -> None:
     """``--platform`` and each provider's credentials, as ``Settings`` fields of the same
     names (``None`` when not given: ``CALLFLOW_*`` variables and the file's ``App(...)``
-    then decide)."""
+    then decide). ``from_env``: ``default`` was read from ``CALLFLOW_PLATFORM``."""
+    if from_env:
+        said = "CALLFLOW_PLATFORM, else bluevia"
+    else:
+        said = f"{default or 'bluevia'}{'' if default else '; CALLFLOW_PLATFORM'}"
     group.add_argument(
         "--platform", choices=PLATFORMS, default=default,
-        help=f"the provider whose wire format to speak (default: {default or 'bluevia'}"
-             f"{'' if default else '; CALLFLOW_PLATFORM'})",
+        help=f"the provider whose wire format to speak (default: {said})",
     )
     group.add_argument("--twilio-account-sid", metavar="SID",
                        help="Twilio: the account SID, AC... (CALLFLOW_TWILIO_ACCOUNT_SID)")
