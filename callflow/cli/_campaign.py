@@ -261,7 +261,8 @@ def _summary(outcomes: list[CallOutcome], path: Path, args: argparse.Namespace, 
     for outcome in outcomes:
         counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
     raised = sum(1 for o in outcomes if o.outcome == "answered" and o.error)
-    parts = [f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items())]
+    order = ("answered", "busy", "no_answer", "failed", "not_called")
+    parts = [f"{counts[name]} {name.replace('_', ' ')}" for name in order if name in counts]
     if raised:
         parts.append(f"{raised} flow{'s' if raised != 1 else ''} raised")
     tell(out, f"{'interrupted' if interrupted else 'done'}: {len(outcomes)} numbers: "
