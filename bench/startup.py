@@ -70,10 +70,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--root", type=Path, default=HERE,
                         help="measure the callflow in this checkout (default: this one)")
+    parser.add_argument("--compare", type=Path, metavar="ROOT",
+                        help="also measure the callflow in ROOT (e.g. an older commit's "
+                             "tree, from git archive) under the same load, as 'before'")
     parser.add_argument("--no-write", dest="write", action="store_false",
                         help="print only; leave bench/results alone")
     args = parser.parse_args()
     global ROOT
+    before: dict[str, float] = {}
+    if args.compare:
+        ROOT = args.compare.resolve()
+        for name, command in list(COMMANDS.items())[1:]:
+            before[name] = statistics.median(time_runs(command, args.runs))
+            print(f"{name:18} median {before[name]:6.1f} ms in {ROOT} (before)", flush=True)
     ROOT = args.root.resolve()
     figures: dict[str, dict[str, float]] = {}
     for name, command in COMMANDS.items():
@@ -94,6 +103,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "startup.json").write_text(json.dumps(
         {"runs": args.runs, "python": sys.version.split()[0], "figures": figures,
+         "before_median_ms": before,
          "slowest_imports": {"import callflow": imports, "callflow --help": help_imports}},
         indent=2) + "\n")
     lines = [
@@ -103,8 +113,8 @@ def main() -> None:
         f"{os.cpu_count()} cores, shared with other work: read the medians, not single runs).",
         f"Target: `import callflow` and `callflow --help` at most {TARGET_MS:.0f} ms.",
         "",
-        "| command | median ms | over `python -c pass` | min ms | max ms | target |",
-        "|---|---|---|---|---|---|",
+        "| command | median ms | over `python -c pass` | min ms | max ms | target | before |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, figure in figures.items():
         target = ("" if name.startswith("python")
@@ -112,7 +122,11 @@ def main() -> None:
         over = figure.get("over_python_ms")
         lines.append(f"| `{name}` | {figure['median_ms']:.1f} | "
                      f"{'' if over is None else f'{over:.1f}'} | {figure['min_ms']:.1f} | "
-                     f"{figure['max_ms']:.1f} | {target} |")
+                     f"{figure['max_ms']:.1f} | {target} | "
+                     f"{f'{before[name]:.1f}' if name in before else ''} |")
+    if before:
+        lines += ["", f"*before*: the median of the same runs of the tree in `{args.compare}`, "
+                      "measured just before, in the same session."]
     for title, rows in (("import callflow", imports), ("callflow --help", help_imports)):
         lines += ["", f"Slowest top-level imports of `{title}` (`-X importtime`, cumulative):",
                   ""]
