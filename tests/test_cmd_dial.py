@@ -330,3 +330,29 @@ def test_a_bad_numbers_file_is_a_clear_error(tmp_path: Path, text: str, error: s
         read_numbers(path)
 
 
+
+
+# -- the platform's own words ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('{"ClientException": {"exceptionCategory": "POL", "exceptionId": 1, '
+     '"text": "%1 is not one of your numbers", "variables": ["tel:+34900000009"]}}',
+     "tel:+34900000009 is not one of your numbers"),
+    ('{"code": 21210, "message": "The source phone number provided, +34900000009, is not '
+     'yet verified for your account", "status": 400}',
+     "The source phone number provided, +34900000009, is not yet verified for your account"),
+    ('{"errors": [{"code": "10010", "title": "Bad request", '
+     '"detail": "The from number is not one of yours."}]}',
+     "The from number is not one of yours."),
+    ("Service Unavailable", "Service Unavailable"),
+    ("<html><body>502 Bad Gateway</body></html>", None),
+    ("", None),
+    ('{"unexpected": true}', None),
+])
+def test_the_platform_s_reason_is_read_from_each_provider_s_error_body(
+    body: str, reason: str | None,
+) -> None:
+    from callflow.cli._main import platform_reason
+
+    assert platform_reason(body) == reason

@@ -460,7 +460,12 @@ async def _place(app: App | None, client: SimulatorClient, plan: _Plan
     if not any(number == plan.to for number, _ in plan.phones):
         await client.set_phone(plan.to, {"behaviour": "answer", "after": 1.0,
                                          "script": plan.steps})
-    result = await app.call(plan.to, flow=plan.flow, caller_id=plan.caller)
+    try:
+        result = await app.call(plan.to, flow=plan.flow, caller_id=plan.caller)
+    except PlatformError as exc:
+        raise PlatformError(_platform_hint(app, f"cannot place the call: {exc}", exc.status,
+                                           configuring=False, body=exc.body),
+                            status=exc.status, body=exc.body) from exc
     if result.answered:
         return result.call_id, None
     status = result.status.replace("_", " ")
