@@ -356,3 +356,20 @@ def test_the_platform_s_reason_is_read_from_each_provider_s_error_body(
     from callflow.cli._main import platform_reason
 
     assert platform_reason(body) == reason
+
+
+async def test_the_rate_spaces_the_calls_evenly() -> None:
+    from callflow.cli._campaign import _Pacer
+
+    pacer = _Pacer(20.0)  # a call every 50 ms
+    starts = []
+    for _ in range(6):
+        await pacer.wait()
+        starts.append(anyio.current_time())
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= 0.045 for gap in gaps), gaps
+    unlimited = _Pacer(None)
+    before = anyio.current_time()
+    for _ in range(100):
+        await unlimited.wait()
+    assert anyio.current_time() - before < 0.05

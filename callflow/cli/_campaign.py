@@ -162,6 +162,13 @@ def run_campaign(app: App, spec: FlowSpec, caller: str, listener: Any,
     progress = _Progress(len(rows), sys.stderr)
     stopping = anyio.Event()
     fatal: list[PlatformError] = []
+    written: set[int] = set()
+
+    def write(index: int) -> None:
+        if index not in written:
+            written.add(index)
+            results.write(outcomes[index].to_json() + "\n")
+            results.flush()
 
     async def campaign(url: str) -> None:
         await prepare(app, url, caller, args, out)
@@ -200,9 +207,10 @@ def run_campaign(app: App, spec: FlowSpec, caller: str, listener: Any,
                 except PlatformError as exc:
                     fatal.append(exc)
                     stopping.set()
+                except Exception as exc:  # this number's problem: the campaign goes on
+                    outcome.outcome, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
                 progress.finished(outcome)
-                results.write(outcome.to_json() + "\n")
-                results.flush()
+                write(index)
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_redraw, progress)
@@ -213,6 +221,9 @@ def run_campaign(app: App, spec: FlowSpec, caller: str, listener: Any,
                             slots.release()
                             break
                         await pace.wait()
+                        if stopping.is_set():
+                            slots.release()
+                            break
                         calls.start_soon(one, index)
                 tg.cancel_scope.cancel()
         progress.show(final=True)
@@ -225,10 +236,10 @@ def run_campaign(app: App, spec: FlowSpec, caller: str, listener: Any,
                 async def watch() -> None:
                     nonlocal interrupted
                     async for signum in signals:
+                        interrupted = True
                         if stopping.is_set() or signum == signal.SIGTERM:
                             tg.cancel_scope.cancel()  # a second Ctrl+C: stop now
                             return
-                        interrupted = True
                         stopping.set()
                         sys.stderr.write("\nstopping: no new calls; waiting for the live ones "
                                          "(Ctrl+C again to stop at once)\n")
@@ -243,9 +254,12 @@ def run_campaign(app: App, spec: FlowSpec, caller: str, listener: Any,
     try:
         interrupted = run_async(run, args.backend)
     finally:
-        for outcome in outcomes:
-            if outcome.attempts == 0:  # never placed: a re-run can pick these up
-                results.write(outcome.to_json() + "\n")
+        # Every number gets its line: those never placed as not_called (a re-run can pick
+        # them up), those cut short by a second Ctrl+C as they stood.
+        for index, outcome in enumerate(outcomes):
+            if index not in written and outcome.attempts:
+                outcome.error = outcome.error or "stopped before the call ended"
+            write(index)
         results.close()
     if fatal:
         first = fatal[0]
