@@ -8,6 +8,7 @@ as the documented commands do.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import pty
@@ -366,7 +367,7 @@ async def test_the_rate_spaces_the_calls_evenly() -> None:
     for _ in range(6):
         await pacer.wait()
         starts.append(anyio.current_time())
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap >= 0.045 for gap in gaps), gaps
     unlimited = _Pacer(None)
     before = anyio.current_time()
