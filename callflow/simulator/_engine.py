@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ("Leg", "SimCall")
 
-_ANSWERED_HANGUP_REASONS = ("rejected", "busy")
-"""BlueVia's hangup reasons ("rejected" by default): they say how a call is refused, so on
-an answered call a normal end reads "the application hung up", with no reason."""
+_DEFAULT_HANGUP_REASON = "rejected"
+"""BlueVia's hangup reason when none is chosen (and a TwiML <Hangup>'s): every normal end
+carries it, so it is not shown; "the application hung up" says it all. A reason chosen
+(busy, idle...) is shown."""
 
 logger = logging.getLogger("callflow.simulator")
 
@@ -304,8 +305,8 @@ class SimCall:
     def _finish(self) -> None:
         direction, reason = self._ended_by or ("fromApplication", "")
         who = self.main.party if direction == "fromParticipant" else "the application"
-        if direction == "fromApplication" and reason in _ANSWERED_HANGUP_REASONS:
-            reason = ""  # rejected/busy only mean something on a call not answered
+        if direction == "fromApplication" and reason == _DEFAULT_HANGUP_REASON:
+            reason = ""
         if self.main.status == "connected" or direction == "fromParticipant":
             self._log("hangup", f"{who} hung up" + (f" ({reason})" if reason else ""),
                       self.main, direction=direction)
