@@ -658,3 +658,24 @@ def test_dial_with_an_unreachable_platform_fails_clearly(
     assert line.startswith("callflow: error: cannot place the call: could not reach the platform")
     assert refused_url in line
     assert "'callflow simulator'" in line
+
+
+# -- one interface -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "port", "level"), [
+    (["serve", "f.py"], 8000, "info"),
+    (["dial", "f.py", "+34600000001"], 0, "warning"),  # beside a serve on 8000
+    (["simulator"], 8080, "info"),
+    (["call", "f.py"], None, "warning"),
+    (["dev", "f.py"], None, "warning"),
+])
+def test_ports_and_log_levels_follow_one_policy(args: list[str], port: int | None,
+                                                level: str) -> None:
+    parsed = build_parser().parse_args(args)
+    assert getattr(parsed, "port", None) == port
+    assert parsed.log_level == level
+    if args[0] != "dev":
+        assert build_parser().parse_args([*args, "--log-level", "debug"]).log_level == "debug"
+    if args[0] in ("serve", "dial", "simulator"):
+        assert build_parser().parse_args([*args, "-v"]).log_level == "info"
