@@ -239,11 +239,10 @@ def watching_flow_errors() -> Iterator[_FlowErrors]:
 
 
 class Dialer:
-    """Places one call at a time for a number, with its retries."""
+    """Places calls with one flow and caller id, and tells what each came to."""
 
-    def __init__(self, app: App, spec: FlowSpec, caller: str, args: argparse.Namespace,
-                 errors: _FlowErrors) -> None:
-        self.app, self.spec, self.caller, self.args, self.errors = app, spec, caller, args, errors
+    def __init__(self, app: App, spec: FlowSpec, caller: str, errors: _FlowErrors) -> None:
+        self.app, self.spec, self.caller, self.errors = app, spec, caller, errors
 
     async def attempt(self, outcome: CallOutcome, data: dict[str, Any],
                       on_answered: Callable[[], None] = lambda: None) -> None:
@@ -274,10 +273,9 @@ class Dialer:
         # and will post the hang-up: keep serving until it has.
         with anyio.move_on_after(HANGUP_WAIT):
             await self.app.wait_hung_up(result.call_id)
-        outcome.duration = (await self._platform_duration(result.call_id)
-                            or anyio.current_time() - answered)
+        billed = await self._platform_duration(result.call_id)
+        outcome.duration = anyio.current_time() - answered if billed is None else billed
         outcome.error = self.errors.errors.get(result.call_id)
-
 
     async def _platform_duration(self, call_id: str) -> float | None:
         """The call's duration as the platform bills it, where it says (BlueVia's call
@@ -425,7 +423,7 @@ def _run_one(app: App, spec: FlowSpec, caller: str, listener: Any, to: str,
         await prepare(app, url, caller, args, out)
         tell(out, f"calling {to} from {caller} with flow {spec.name}")
         with watching_flow_errors() as errors:
-            dialer = Dialer(app, spec, caller, args, errors)
+            dialer = Dialer(app, spec, caller, errors)
             try:
                 await dialer.attempt(outcome, data, lambda: tell(
                     out, f"answered: call {outcome.call_id}; flow {spec.name} is running"))
