@@ -142,6 +142,12 @@ async def test_the_platform_s_own_reason_is_shown() -> None:
         assert line.startswith("callflow: error: cannot place the call: ")
         assert f"tel:{CALLER} is not one of your numbers" in line
         assert "--api-key" not in line  # not a credentials problem
+        as_json = await dial(REMINDER, "+34600000001", "--from", CALLER, "--platform-url",
+                             url, "--no-configure", "--json")
+        assert as_json.returncode == 2
+        result = json.loads(as_json.stdout)
+        assert (result["outcome"], result["call_id"]) == ("failed", None)
+        assert f"tel:{CALLER} is not one of your numbers" in result["error"]
 
 
 async def test_a_flow_that_raises_exits_1_with_the_error(tmp_path: Path) -> None:

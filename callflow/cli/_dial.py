@@ -428,11 +428,15 @@ def _run_one(app: App, spec: FlowSpec, caller: str, listener: Any, to: str,
                 await dialer.attempt(outcome, data, lambda: tell(
                     out, f"answered: call {outcome.call_id}; flow {spec.name} is running"))
             except PlatformError as exc:
+                if args.json:  # scripts read the error here too (and the status is 2)
+                    print(outcome.to_json(), flush=True)
                 raise PlatformError(_platform_hint(app, f"cannot place the call: "
                                                         f"{refusal(exc)}",
                                                    exc.status, configuring=False),
                                     status=exc.status, body=exc.body) from exc
         if outcome.call_id is None:  # the platform refused to place it
+            if args.json:
+                print(outcome.to_json(), flush=True)
             raise PlatformError(f"cannot place the call: {outcome.error}")
         if outcome.outcome != "answered":
             reason = f" ({outcome.error})" if outcome.error else ""
