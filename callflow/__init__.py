@@ -7,9 +7,9 @@
         await call.say("Welcome to Acme.")
 """
 
+from typing import TYPE_CHECKING
+
 from . import _logsafe
-from ._app import App, FlowSpec, Lifespan, OutboundCallResult, flow
-from ._call import Call, Direction
 from ._commands import (
     Command,
     Conference,
@@ -52,7 +52,35 @@ from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
 from ._ssml import EmphasisLevel, ProsodyPitch, ProsodyRate, ProsodyVolume, Speech
 
+if TYPE_CHECKING:
+    from ._app import App, FlowSpec, Lifespan, OutboundCallResult, flow
+    from ._call import Call, Direction
+
 __version__ = "0.1.0"
+
+# What pulls in the HTTP client, the platform adapters (and cryptography) and the session
+# runtime is imported on first use, so that `import callflow` (and `callflow --help`) stays
+# fast: bench/startup.py measures it, tests/test_startup.py keeps it lazy.
+_LAZY = {
+    "App": "._app", "FlowSpec": "._app", "Lifespan": "._app", "OutboundCallResult": "._app",
+    "flow": "._app",
+    "Call": "._call", "Direction": "._call",
+}
+
+if not TYPE_CHECKING:  # a module __getattr__ seen by mypy would hide misspelt names
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'callflow' has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_LAZY))
 
 __all__ = (
     "App",

@@ -9,7 +9,7 @@ answer in ``call.data["confirmed"]``: True, False, or None when there was none.
 Serve it, then place a call (the platform must reach the served app)::
 
     callflow serve examples/reminder.py
-    callflow dial examples/reminder.py +34600000001 --flow reminder
+    callflow dial examples/reminder.py +34600000001 --from +34900000001
 
 Try it without a phone, confirming the appointment::
 

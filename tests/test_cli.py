@@ -102,8 +102,9 @@ def test_command_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     for option in ("--host", "--port", "--public-url", "--platform-url", "--api-key",
                    "--api-secret", "--secret", "--response-budget", "--log-level", "examples:"):
         assert option in out
-    assert ("--no-configure" in out) == (command == "serve")
+    assert "--no-configure" in out
     assert ("--flow" in out) == (command == "dial")
+    assert ("--numbers" in out) == (command == "dial")
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -629,7 +630,7 @@ async def test_dial_places_a_call_and_exits_with_its_outcome(
     assert done.returncode == code, out + err
     assert "calling +34600000001 from +34900000001 with flow reminder" in out
     assert said in out
-    assert ("call out-1 ended" in out) == (outcome == "Answered")
+    assert ("call out-1 ended: answered" in out) == (outcome == "Answered")
     if outcome == "Answered":
         (answer,) = platform.answers
         assert answer["commands"][1:] == [
@@ -637,8 +638,11 @@ async def test_dial_places_a_call_and_exits_with_its_outcome(
                        "repeat": 1}},
             {"hangup": {"reason": "rejected"}},
         ]
-    ((_, path, body, _),) = platform.requests
+    # The call is placed; an answered one's duration is then asked for.
+    ((_, path, body, _),) = [r for r in platform.requests if r[0] == "POST"]
     assert path == "/comms/v1/calls"
+    gets = [r[1] for r in platform.requests if r[0] == "GET"]
+    assert gets == (["/comms/v1/calls/out-1"] if outcome == "Answered" else [])
     assert (body["destination"], body["callerId"]) == ("tel:+34600000001", "tel:+34900000001")
     assert "Traceback" not in err
 
@@ -654,3 +658,24 @@ def test_dial_with_an_unreachable_platform_fails_clearly(
     assert line.startswith("callflow: error: cannot place the call: could not reach the platform")
     assert refused_url in line
     assert "'callflow simulator'" in line
+
+
+# -- one interface -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "port", "level"), [
+    (["serve", "f.py"], 8000, "info"),
+    (["dial", "f.py", "+34600000001"], 0, "warning"),  # beside a serve on 8000
+    (["simulator"], 8080, "info"),
+    (["call", "f.py"], None, "warning"),
+    (["dev", "f.py"], None, "warning"),
+])
+def test_ports_and_log_levels_follow_one_policy(args: list[str], port: int | None,
+                                                level: str) -> None:
+    parsed = build_parser().parse_args(args)
+    assert getattr(parsed, "port", None) == port
+    assert parsed.log_level == level
+    if args[0] != "dev":
+        assert build_parser().parse_args([*args, "--log-level", "debug"]).log_level == "debug"
+    if args[0] in ("serve", "dial", "simulator"):
+        assert build_parser().parse_args([*args, "-v"]).log_level == "info"

@@ -200,3 +200,51 @@ def test_phone_option() -> None:
                 "+34910000001=answer,colour=red"):
         with pytest.raises(ConfigurationError):
             phone_option(bad)
+
+
+# -- exit statuses and the environment ------------------------------------------------------------
+
+
+def run_cli_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "callflow", *args], capture_output=True,
+                          text=True, timeout=TIMEOUT, env={**clean_env(), **env}, cwd=REPO)
+
+
+def test_a_flow_that_raises_exits_1_with_the_error_in_json(tmp_path: Path) -> None:
+    flows = tmp_path / "broken.py"
+    flows.write_text(textwrap.dedent("""
+        import callflow
+
+        app = callflow.App()
+
+        @app.flow(number="+34900000001")
+        async def reception(call):
+            await call.say("Hello.")
+            raise ValueError("the CRM is down")
+    """))
+    done = run_cli("call", str(flows), "--json")
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert data["error"] == "ValueError: the CRM is down"
+    assert "Hello." in [e["text"] for e in data["entries"] if e["kind"] == "speak"]
+    text = run_cli("call", str(flows))
+    assert text.returncode == 1
+    assert "the flow raised: ValueError: the CRM is down" in text.stdout
+    ok = run_cli("call", "examples/ivr.py", "--press", "3", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["error"] is None
+
+
+def test_call_follows_callflow_platform_and_refuses_an_unknown_one() -> None:
+    done = run_cli_env("call", "examples/ivr.py", "--press", "3", CALLFLOW_PLATFORM="telnyx")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].endswith("(virtual time, telnyx)")
+    bad = run_cli_env("call", "examples/ivr.py", CALLFLOW_PLATFORM="vonage")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("callflow: error: unknown platform 'vonage' "
+                                  "(CALLFLOW_PLATFORM); choose one of: bluevia, twilio, telnyx")
+
+
+def test_a_normal_end_is_not_a_rejection() -> None:
+    done = run_cli("call", "examples/ivr.py", "--press", "3")
+    last = [line for line in done.stdout.splitlines() if "📴" in line][-1]
+    assert last.endswith("📴 the application hung up")

@@ -71,14 +71,19 @@ def names_bound_in(module: ModuleType) -> set[str]:
     """The public names an ``__init__.py`` imports or defines (ignoring ``__all__`` itself)."""
     tree = ast.parse(Path(module.__file__ or "").read_text())
     names: set[str] = set()
-    for node in tree.body:
+    nodes = list(tree.body)
+    for node in tree.body:  # what `if TYPE_CHECKING:` imports, the module gives lazily
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            nodes += node.body
+    for node in nodes:
         if isinstance(node, ast.ImportFrom):
             names.update(alias.asname or alias.name for alias in node.names)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    return {n for n in names if not n.startswith("_") or n == "__version__"} - {"__all__"}
+    return {n for n in names if not n.startswith("_") or n == "__version__"} - {
+        "__all__", "TYPE_CHECKING"}
 
 
 def defined_in(module: ModuleType) -> dict[str, object]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -32,10 +34,13 @@ from ..simulator import Simulator, SimulatorClient, Transcript, parse_step
 from ._main import (
     EXIT_NOT_ANSWERED,
     EXIT_OK,
+    LOG_LEVELS,
+    PLATFORMS,
     _check_url,
     _e164,
     _platform_hint,
     add_log_format_option,
+    add_log_level,
     add_platform_options,
     run_async,
     setup_logging,
@@ -81,8 +86,9 @@ def add_parser(subparsers: Any) -> None:
                     "prompt to finish, then presses KEYS when the flow listens for keys.\n"
                     "Time is virtual by default: the call is over at once.\n"
                     "\n"
-                    "Exit status: 0 when the call completed, 1 when an outbound call was not\n"
-                    "answered or the simulator could not get commands from the app, 2 on errors.",
+                    "Exit status: 0 when the call completed, 1 when the flow raised, an\n"
+                    "outbound call was not answered or the simulator could not get commands\n"
+                    "from the app, 2 on errors. --json adds \"error\": what the flow raised.",
         epilog="examples:\n"
                "  callflow call examples/ivr.py --press 1\n"
                "  callflow call examples/ivr.py --press 2 --phone +34910000002=busy\n"
@@ -105,7 +111,8 @@ def add_parser(subparsers: Any) -> None:
                "  say:WORDS       say WORDS as soon as the flow listens for speech\n"
                "  say-next:WORDS  after the next prompt, say WORDS (what --say does)\n"
                "  say-now:WORDS   say WORDS at once, listening or not\n"
-               "  silence:S  talk:S  hangup  hangup:S",
+               "  silence:S  talk:S  hang-up  hang-up:S\n"
+               "(FakeCall's words: .press(), .say(), .silence(), .talk(), .hang_up())",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -136,7 +143,7 @@ def add_parser(subparsers: Any) -> None:
     )
     call.add_argument(
         "--step", dest="steps", action=_Steps, const="step", metavar="STEP",
-        help="one script step, e.g. wait:sales, silence:5, talk:3, hangup:10 (repeatable)",
+        help="one script step, e.g. wait:sales, silence:5, talk:3, hang-up:10 (repeatable)",
     )
     call.add_argument(
         "--script", dest="steps", action=_Steps, const="script", metavar="FILE",
@@ -177,7 +184,8 @@ def add_parser(subparsers: Any) -> None:
     provider = parser.add_argument_group(
         "the provider", "the credentials are made up for the run, unless --against: then "
                         "those of that simulator (or CALLFLOW_* variables)")
-    add_platform_options(provider, default="bluevia")
+    add_platform_options(provider, default=os.environ.get("CALLFLOW_PLATFORM") or "bluevia",
+                         from_env=True)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print the transcript as JSON",
@@ -188,6 +196,7 @@ def add_parser(subparsers: Any) -> None:
              "stderr (-vv: debug)",
     )
     add_log_format_option(output)
+    add_log_level(output, default="warning", short=False)
     output.add_argument(
         "--timeout", type=float, metavar="S",
         help="give up after S real seconds (default: wait for the call to end)",
@@ -315,7 +324,11 @@ def _check_answered(app: App, to: str, file: str) -> None:
 
 
 def run_call(args: argparse.Namespace) -> int:
-    setup_logging({0: "warning", 1: "info"}.get(args.verbose, "debug"), args.log_format)
+    if args.platform not in PLATFORMS:  # from CALLFLOW_PLATFORM: argparse checks no default
+        raise ConfigurationError(f"unknown platform {args.platform!r} (CALLFLOW_PLATFORM); "
+                                 f"choose one of: {', '.join(PLATFORMS)}")
+    verbose = {0: args.log_level, 1: "info"}.get(args.verbose, "debug")
+    setup_logging(min(args.log_level, verbose, key=LOG_LEVELS.index), args.log_format)
     plan = _plan(args)
     clock = clock_from_args(args)
     base = plan.app.settings if plan.app is not None else None
@@ -370,20 +383,29 @@ def run_call(args: argparse.Namespace) -> int:
                     await app.wait_ended(call_id)
             return transcript, problem
 
+    from ._dial import watching_flow_errors
+
     try:
-        transcript, problem = run_async(main, args.backend)
+        with watching_flow_errors() as flow_errors:
+            transcript, problem = run_async(main, args.backend)
     except TimeoutError:
         raise ConfigurationError(f"the call did not end within --timeout {args.timeout:g}s"
                                  ) from None
+    # The app in this process said so when its flow raised (not known with --no-app).
+    error = flow_errors.errors.get(transcript.call_id)
     if args.json:
-        print(transcript.to_json(), flush=True)
+        print(json.dumps({**transcript.to_dict(), "error": error}, indent=2,
+                         ensure_ascii=False), flush=True)
     else:
         notes = [] if args.platform_url else [clock_name(clock)]
         if args.platform != "bluevia":
             notes.append(args.platform)
         clock_note = f" ({', '.join(notes)})" if notes else ""
         _show(transcript, plan, clock_note, args.verbose > 0, problem)
-    if problem is not None:
+        if error is not None:
+            print(f"the flow raised: {error} (the app's log on stderr has the traceback)",
+                  flush=True)
+    if problem is not None or error is not None:
         return EXIT_NOT_ANSWERED
     if transcript.texts("error"):
         return EXIT_NOT_ANSWERED
@@ -429,7 +451,7 @@ async def _point_numbers(app: App, client: SimulatorClient, plan: _Plan) -> None
         await app.configure_numbers()
     except PlatformError as exc:
         raise PlatformError(_platform_hint(app, f"cannot configure the numbers: {exc}",
-                                           exc.status, configuring=False),
+                                           exc.status, configuring=False, body=exc.body),
                             status=exc.status, body=exc.body) from exc
     extra = _extra_number(app, plan)
     if extra is None:
@@ -450,7 +472,12 @@ async def _place(app: App | None, client: SimulatorClient, plan: _Plan
     if not any(number == plan.to for number, _ in plan.phones):
         await client.set_phone(plan.to, {"behaviour": "answer", "after": 1.0,
                                          "script": plan.steps})
-    result = await app.call(plan.to, flow=plan.flow, caller_id=plan.caller)
+    try:
+        result = await app.call(plan.to, flow=plan.flow, caller_id=plan.caller)
+    except PlatformError as exc:
+        raise PlatformError(_platform_hint(app, f"cannot place the call: {exc}", exc.status,
+                                           configuring=False, body=exc.body),
+                            status=exc.status, body=exc.body) from exc
     if result.answered:
         return result.call_id, None
     status = result.status.replace("_", " ")

@@ -44,6 +44,7 @@ from ._main import (
     _e164,
     _port,
     add_log_format_option,
+    add_log_level,
     run_async,
     settings_from_args,
     setup_logging,
@@ -131,10 +132,7 @@ def add_parser(subparsers: Any) -> None:
         "--backend", choices=("asyncio", "trio"), default="asyncio",
         help="the event loop the flows run on (default: asyncio)",
     )
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="warning",
-        help="the app's log on stderr (default: warning, to keep the telephone readable)",
-    )
+    add_log_level(parser, default="warning")
     add_log_format_option(parser)
     parser.set_defaults(run=run_dev)
 

@@ -21,27 +21,32 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import anyio
-
 from .. import __version__
-from .._app import App
 from .._exceptions import CallflowError, ConfigurationError, PlatformError
-from .._loader import load_app
 from .._logformat import JsonFormatter
 from .._metrics import shared_across_workers
-from .._server import Listener, serve_until_signal
 from .._settings import Settings
-from ..stores import open_store
+
+if TYPE_CHECKING:
+    from .._app import App
+    from .._server import Listener
+
+# Only what every command needs is imported here: a command's module, and what it runs on
+# (the app, the HTTP client, the simulator...), is imported when that command runs, so that
+# `callflow --help` stays fast (bench/startup.py).
 
 __all__ = (
     "COMMANDS",
+    "SUMMARIES",
     "add_connection_options",
+    "add_log_level",
     "add_platform_options",
     "build_parser",
     "main",
+    "platform_reason",
     "run_async",
     "settings_from_args",
     "add_log_format_option",
@@ -52,11 +57,22 @@ COMMANDS: dict[str, str] = {
     "call": "callflow.cli._call:add_parser",
     "dev": "callflow.cli._dev:add_parser",
     "serve": "callflow.cli._main:add_serve_parser",
-    "dial": "callflow.cli._main:add_dial_parser",
+    "dial": "callflow.cli._dial:add_parser",
     "simulator": "callflow.cli._simulator:add_parser",
     "history": "callflow.cli._history:add_parser",
 }
 """Subcommand name → ``"module:function"`` that adds its parser, in the order of ``--help``."""
+
+SUMMARIES: dict[str, str] = {
+    "call": "place a simulated call into a flows file and print the transcript",
+    "dev": "an interactive terminal telephone: call your flows and hear them",
+    "serve": "serve a flows file and point its numbers at it",
+    "dial": "place an outbound call, or a campaign of them, that runs a flow",
+    "simulator": "run the platform simulator and its telephones as a server",
+    "history": "list the calls in a store, or show one call's history",
+}
+"""Each command's line in ``callflow --help``, so that listing them imports none of them
+(a command missing here is imported to list it). tests/test_cli.py checks they match."""
 
 T = TypeVar("T")
 
@@ -91,18 +107,25 @@ EPILOG = """\
 examples:
   callflow serve examples/ivr.py
   callflow serve flows.py --public-url https://abc.example.net --platform-url https://voice.example.com
-  callflow dial examples/reminder.py +34600000001 --flow reminder
+  callflow dial examples/reminder.py +34600000001 --from +34900000001
+  callflow call examples/ivr.py --press 1 --platform twilio
 
-Settings also come from CALLFLOW_* environment variables (CALLFLOW_PLATFORM_URL,
-CALLFLOW_API_KEY, CALLFLOW_SECRET, ...); options given on the command line win.
+Settings also come from CALLFLOW_* environment variables (CALLFLOW_PLATFORM,
+CALLFLOW_PLATFORM_URL, CALLFLOW_API_KEY, CALLFLOW_API_SECRET, CALLFLOW_PUBLIC_URL,
+CALLFLOW_SECRET for the webhook secret, ...); options given on the command line win.
 Run 'callflow COMMAND --help' for a command's options."""
 
 
 # -- the parser --------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``callflow`` parser, with a subparser per entry of ``COMMANDS``."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``callflow`` parser, with a subparser per entry of ``COMMANDS``.
+
+    Given the ``command`` about to run, only that command's module is imported: the others
+    get a stand-in parser with their ``SUMMARIES`` line (enough for ``callflow --help``).
+    Without one, every command's module is imported.
+    """
     parser = argparse.ArgumentParser(
         prog="callflow",
         description=DESCRIPTION,
@@ -113,9 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", dest="command", required=True
     )
-    for target in COMMANDS.values():
-        _resolve(target)(subparsers)
+    for name, target in COMMANDS.items():
+        if command is not None and name != command and name in SUMMARIES:
+            subparsers.add_parser(name, help=SUMMARIES[name])
+        else:
+            _resolve(target)(subparsers)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The subcommand ``argv`` runs ("" for none: only top-level options)."""
+    # The top-level options (--help, --version) take no value: the first word that is
+    # not an option names the command.
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def _resolve(target: str) -> Callable[[Any], None]:
@@ -161,7 +194,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
+def add_connection_options(parser: argparse.ArgumentParser, *, port: int = DEFAULT_PORT,
+                           log_level: str = "info") -> None:
     """Where the app listens, how the platform reaches it and how it reaches the platform."""
     server = parser.add_argument_group("server")
     server.add_argument(
@@ -169,8 +203,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         help=f"address to listen on (default: {DEFAULT_HOST}; 0.0.0.0 for every interface)",
     )
     server.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT,
-        help=f"port to listen on (default: {DEFAULT_PORT}; 0 picks a free port)",
+        "--port", type=_port, default=port,
+        help=f"port to listen on (default: {port}; 0 picks a free port)",
     )
     server.add_argument(
         "--public-url", metavar="URL",
@@ -191,10 +225,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         "--backend", choices=("asyncio", "trio"), default="asyncio",
         help="the event loop the flows run on (default: asyncio)",
     )
-    server.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info",
-        help="info logs one line per notification and per command batch (default: info)",
-    )
+    add_log_level(server, default=log_level)
     add_log_format_option(server)
     platform = parser.add_argument_group("platform")
     platform.add_argument(
@@ -217,14 +248,40 @@ def add_log_format_option(parser: Any) -> None:
     )
 
 
-def add_platform_options(group: Any, *, default: str | None = None) -> None:
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_log_level(group: Any, *, default: str, short: bool = True) -> None:
+    """``--log-level`` (and ``-v``, short for info): one policy for every command.
+
+    Commands that serve (``serve``, ``simulator``) log at info by default: their log is
+    their output. Commands that run calls and print their own report (``call``, ``dial``,
+    ``dev``) log at warning, so that the report stays readable.
+    """
+    group.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=default,
+        help=f"the least severe log lines to show on stderr; info logs one line per "
+             f"notification and per command batch (default: {default})",
+    )
+    if short:
+        group.add_argument(
+            "-v", dest="log_level", action="store_const", const="info",
+            help="short for --log-level info",
+        )
+
+
+def add_platform_options(group: Any, *, default: str | None = None,
+                         from_env: bool = False) -> None:
     """``--platform`` and each provider's credentials, as ``Settings`` fields of the same
     names (``None`` when not given: ``CALLFLOW_*`` variables and the file's ``App(...)``
-    then decide)."""
+    then decide). ``from_env``: ``default`` was read from ``CALLFLOW_PLATFORM``."""
+    if from_env:
+        said = "CALLFLOW_PLATFORM, else bluevia"
+    else:
+        said = f"{default or 'bluevia'}{'' if default else '; CALLFLOW_PLATFORM'}"
     group.add_argument(
         "--platform", choices=PLATFORMS, default=default,
-        help=f"the provider whose wire format to speak (default: {default or 'bluevia'}"
-             f"{'' if default else '; CALLFLOW_PLATFORM'})",
+        help=f"the provider whose wire format to speak (default: {said})",
     )
     group.add_argument("--twilio-account-sid", metavar="SID",
                        help="Twilio: the account SID, AC... (CALLFLOW_TWILIO_ACCOUNT_SID)")
@@ -297,32 +354,6 @@ def add_serve_parser(subparsers: Any) -> None:
     )
     add_connection_options(parser)
     parser.set_defaults(run=run_serve)
-
-
-def add_dial_parser(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "dial",
-        help="place an outbound call that runs a flow from a flows file",
-        description="Serve the flows in FILE, call NUMBER through the platform, and run the\n"
-                    "flow when the call is answered. Exits when the call is over: status 0 if\n"
-                    "it was answered, 1 if it was busy, not answered or failed.",
-        epilog="examples:\n"
-               "  callflow dial examples/reminder.py +34600000001\n"
-               "  callflow dial flows.py +34600000001 --flow survey --from +34900000001",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("file", metavar="FILE", help="the flows file (a .py path)")
-    parser.add_argument("number", metavar="NUMBER", help="the number to call, e.g. +34600000001")
-    parser.add_argument(
-        "--flow", metavar="NAME",
-        help="the flow to run when answered (default: the app's default flow, or its only one)",
-    )
-    parser.add_argument(
-        "--from", dest="caller_id", metavar="NUMBER",
-        help="the caller id (default: CALLFLOW_CALLER_ID, else the app's first number)",
-    )
-    add_connection_options(parser)
-    parser.set_defaults(run=run_dial)
 
 
 # -- settings and logging -----------------------------------------------------------------------
@@ -403,6 +434,8 @@ def run_async(func: Callable[[], Awaitable[T]], backend: str) -> T:
     """Run ``func`` on the asyncio or trio event loop."""
     if backend == "trio" and importlib.util.find_spec("trio") is None:
         raise ConfigurationError("--backend trio needs trio: pip install trio")
+    import anyio
+
     return anyio.run(func, backend=backend)
 
 
@@ -414,6 +447,10 @@ def _say(text: str = "") -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from .._loader import load_app
+    from .._server import Listener
+    from ..stores import open_store
+
     setup_logging(args.log_level, args.log_format)
     app = load_app(args.file)
     listener = Listener.bind(args.host, args.port)
@@ -454,6 +491,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _serve_one(app: App, listener: Listener, args: argparse.Namespace, index: int) -> int:
     """Serve until a signal: one worker (``index`` 0 prints the banner, configures)."""
+    import anyio
+
+    from .._server import serve_until_signal
 
     async def ready(url: str) -> None:
         # What start-up made (modules, the app, the server) lives as long as the process:
@@ -522,84 +562,79 @@ async def _configure_numbers(app: App) -> None:
     try:
         configured = await app.configure_numbers()
     except PlatformError as exc:
-        raise PlatformError(_platform_hint(app, str(exc), exc.status, configuring=True),
+        raise PlatformError(_platform_hint(app, str(exc), exc.status, configuring=True,
+                                           body=exc.body),
                             status=exc.status, body=exc.body) from exc
     _say(f"configured on the platform: {', '.join(configured)} → callback URL")
 
 
-def _platform_hint(app: App, message: str, status: int | None, *, configuring: bool) -> str:
+def _platform_hint(app: App, message: str, status: int | None, *, configuring: bool,
+                   body: str = "") -> str:
+    """``message`` with the platform's own reason (from the error ``body``) and what to do.
+
+    A platform that answered said why: its words are shown, with a hint only for refused
+    credentials (401, or a 403 that gives no reason). One that did not answer gets a hint
+    on where it should be.
+    """
     url = app.settings.api_url
-    if status in (401, 403):
+    reason = platform_reason(body)
+    if reason and reason not in message:
+        message = f"{message}: {reason}"
+    if status == 401 or (status == 403 and not reason):
         hint = {
             "twilio": "check --twilio-account-sid and --twilio-auth-token "
                       "(CALLFLOW_TWILIO_ACCOUNT_SID, CALLFLOW_TWILIO_AUTH_TOKEN)",
             "telnyx": "check --telnyx-api-key (CALLFLOW_TELNYX_API_KEY)",
         }.get(app.settings.platform,
               "check --api-key and --api-secret (CALLFLOW_API_KEY, CALLFLOW_API_SECRET)")
-    else:
+    elif status is None:
         hint = (f"is a platform running at {url}? Start a local one with 'callflow simulator' "
                 "or point --platform-url (CALLFLOW_PLATFORM_URL) at yours")
         if configuring:
             hint += ", or pass --no-configure to configure the numbers by hand"
+    else:
+        hint = ""
     if url not in message:
         message = f"{message} (platform: {url})"
-    return f"{message}. {hint[0].upper()}{hint[1:]}"
+    return f"{message}. {hint[0].upper()}{hint[1:]}" if hint else message
 
 
-# -- dial ------------------------------------------------------------------------------------------
+def platform_reason(body: str) -> str | None:
+    """The reason a platform gave in an error body, in its own words, if any.
 
+    Reads BlueVia's ``{"ClientException": {"text": "%1 is ...", "variables": [...]}}``,
+    Twilio's ``{"code", "message"}`` and Telnyx's ``{"errors": [{"title", "detail"}]}``;
+    any other short plain text is taken as it is.
+    """
+    import json
 
-def run_dial(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level, args.log_format)
-    app = load_app(args.file)
-    spec = app.get_flow(args.flow)
-    to = _e164(args.number, "NUMBER")
-    if args.caller_id:
-        args.caller_id = _e164(args.caller_id, "--from")
-    listener = Listener.bind(args.host, args.port)
+    text = (body or "").strip()
+    if not text:
+        return None
     try:
-        app.configure(settings_from_args(app, args, listener.url))
-        caller = app.settings.caller_id or next(iter(app.numbers), "")
-        if not caller:
-            raise ConfigurationError(
-                "no caller id: pass --from NUMBER (or set CALLFLOW_CALLER_ID), or give one of "
-                "the app's flows a number"
-            )
-    except BaseException:
-        listener.close()
-        raise
-
-    async def place_call(url: str) -> int:
-        _banner(app, f"serving {args.file} on {url}", url)
-        _say(f"calling {to} from {caller} with flow {spec.name}")
-        try:
-            result = await app.call(to, flow=spec.name, caller_id=caller)
-        except PlatformError as exc:
-            raise PlatformError(_platform_hint(app, f"cannot place the call: {exc}",
-                                               exc.status, configuring=False),
-                                status=exc.status, body=exc.body) from exc
-        if not result.answered:
-            reason = f" ({result.reason})" if result.reason else ""
-            _say(f"{result.status.replace('_', ' ')}: call {result.call_id} to {to} was not "
-                 f"answered{reason}")
-            return EXIT_NOT_ANSWERED
-        _say(f"answered: call {result.call_id}; flow {spec.name} is running")
-        await app.wait_ended(result.call_id)
-        # The flow is done, but the platform may still be playing its last words
-        # and will post the hang-up: keep serving until it has.
-        with anyio.move_on_after(HANGUP_WAIT):
-            await app.wait_hung_up(result.call_id)
-        _say(f"call {result.call_id} ended")
-        return EXIT_OK
-
-    async def run() -> int | None:
-        return await serve_until_signal(app, listener, place_call)
-
-    status = run_async(run, args.backend)
-    if status is None:
-        _say("interrupted: the call may still be up on the platform")
-        return EXIT_INTERRUPTED
-    return status
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        for kind in ("ClientException", "ServerException"):
+            error = payload.get(kind)
+            if isinstance(error, dict) and isinstance(error.get("text"), str):
+                words: str = error["text"]
+                variables = error.get("variables")
+                for n, value in enumerate(variables if isinstance(variables, list) else [], 1):
+                    words = words.replace(f"%{n}", str(value))
+                return words
+        if isinstance(payload.get("message"), str):
+            return str(payload["message"])
+        errors = payload.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            words = str(first.get("detail") or first.get("title") or "")
+            return words or None
+        return None
+    if text.startswith("<") or len(text) > 300:
+        return None  # an HTML error page, or something that is not a reason
+    return text
 
 
 def _e164(number: str, what: str) -> str:
@@ -616,7 +651,8 @@ def _e164(number: str, what: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``callflow`` command line; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors

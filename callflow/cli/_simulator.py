@@ -23,6 +23,7 @@ from ._main import (
     PLATFORMS,
     _port,
     add_log_format_option,
+    add_log_level,
     run_async,
     setup_logging,
 )
@@ -156,12 +157,15 @@ def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulator",
         help="run the platform simulator and its telephones as a server",
-        description="Serve a simulated BlueVia Voice platform and telephone network until\n"
-                    "Ctrl+C (SIGINT) or SIGTERM. Apps use it as their platform (its REST API\n"
-                    "is URL/comms/v1); calls are placed into it from outside with\n"
-                    "'callflow call --against URL' or its /simulator HTTP extension.\n"
-                    "With --platform twilio it speaks Twilio instead (REST API under\n"
-                    "URL/2010-04-01, TwiML webhooks); the banner says how apps connect.\n"
+        description="Serve a simulated voice platform and telephone network until Ctrl+C\n"
+                    "(SIGINT) or SIGTERM. Apps use it as their platform; calls are placed\n"
+                    "into it from outside with 'callflow call --against URL' or its\n"
+                    "/simulator HTTP extension. It speaks one provider's wire format:\n"
+                    "  bluevia (default)  REST API under URL/comms/v1, JSON notifications\n"
+                    "  twilio             REST API under URL/2010-04-01, TwiML webhooks\n"
+                    "  telnyx             REST API under URL/v2, Call Control webhooks\n"
+                    "                     signed with Ed25519 (key made up and printed)\n"
+                    "The banner prints the credentials and the options an app needs.\n"
                     "Prints its URL on the first line, then one log line per call.",
         epilog="examples:\n"
                "  callflow simulator\n"
@@ -171,6 +175,7 @@ def add_parser(subparsers: Any) -> None:
                "  callflow simulator --port 0 --numbers phones.toml --phone +34910000001=busy\n"
                "  callflow simulator --platform twilio --twilio-account-sid AC123 \\\n"
                "      --twilio-auth-token t0ken --duplicate-webhooks 0.2\n"
+               "  callflow simulator --platform telnyx\n"
                "\n"
                "phones.toml:\n"
                "  [phones]\n"
@@ -230,16 +235,16 @@ def add_parser(subparsers: Any) -> None:
         "--backend", choices=("asyncio", "trio"), default="asyncio",
         help="the event loop to run on (default: asyncio)",
     )
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info",
-        help="info logs a line as each call starts and ends (default: info)",
-    )
+    add_log_level(parser, default="info")
     add_log_format_option(parser)
     parser.set_defaults(run=run_simulator)
 
 
 def run_simulator(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
+    if args.platform not in PLATFORMS:  # from CALLFLOW_PLATFORM: argparse checks no default
+        raise ConfigurationError(f"unknown platform {args.platform!r} (CALLFLOW_PLATFORM); "
+                                 f"choose one of: {', '.join(PLATFORMS)}")
     clock = clock_from_args(args)
     sim = Simulator(clock=clock, api_key=args.api_key, api_secret=args.api_secret,
                     platform=args.platform, twilio_account_sid=args.twilio_account_sid,

@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 
 __all__ = ("Leg", "SimCall")
 
+_DEFAULT_HANGUP_REASON = "rejected"
+"""BlueVia's hangup reason when none is chosen (and a TwiML <Hangup>'s): every normal end
+carries it, so it is not shown; "the application hung up" says it all. A reason chosen
+(busy, idle...) is shown."""
+
 logger = logging.getLogger("callflow.simulator")
 
 SECONDS_PER_WORD = 0.4
@@ -320,6 +325,8 @@ class SimCall:
     def _finish(self) -> None:
         direction, reason = self._ended_by or ("fromApplication", "")
         who = self.main.party if direction == "fromParticipant" else "the application"
+        if direction == "fromApplication" and reason == _DEFAULT_HANGUP_REASON:
+            reason = ""
         if self.main.status == "connected" or direction == "fromParticipant":
             self._log("hangup", f"{who} hung up" + (f" ({reason})" if reason else ""),
                       self.main, direction=direction)

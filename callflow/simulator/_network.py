@@ -113,8 +113,13 @@ def _seconds(text: str, step: str) -> float:
 
 def parse_step(text: str) -> Step:
     """Parse one step: `wait:TEXT`, `press:KEYS`, `press-now:KEYS`, `press-next:KEYS`,
-    `say:WORDS`, `say-now:WORDS`, `say-next:WORDS`, `silence:S`, `talk:S`, `hangup` or
-    `hangup:S`."""
+    `say:WORDS`, `say-now:WORDS`, `say-next:WORDS`, `silence:S`, `talk:S`, `hang-up` or
+    `hang-up:S`.
+
+    The words are FakeCall's (`.press()`, `.say()`, `.silence()`, `.talk()`, `.hang_up()`):
+    one vocabulary for scripting a caller. `_` and `-` are the same; `hangup` is the old
+    spelling of `hang-up`. A new step is one more `if` here (and its `Step` class).
+    """
     name, _, arg = text.partition(":")
     name = name.strip().lower().replace("_", "-")
     if name in ("wait", "wait-for", "expect"):

@@ -161,10 +161,13 @@ class FakeCall:
         self._script.append(_Step("say", words))
         return self
 
-    def speak(self, seconds: float) -> FakeCall:
-        """The caller talks for ``seconds`` at the next recording."""
+    def talk(self, seconds: float) -> FakeCall:
+        """The caller talks for ``seconds`` at the next recording (a script's ``talk:S``)."""
         self._script.append(_Step("speak", seconds=seconds))
         return self
+
+    speak = talk
+    """The old name of ``talk``."""
 
     def record_nothing(self) -> FakeCall:
         """The caller says nothing at the next recording: no recording is made, and

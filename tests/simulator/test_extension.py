@@ -253,7 +253,7 @@ async def test_an_app_acting_late_finds_the_call_where_it_left_it() -> None:
     assert transcript.spoken == ["late"]
     speak = next(e for e in transcript.entries if e.kind == "speak")
     assert speak.at == pytest.approx(0)  # the app's 0.5 s took no simulated time
-    assert transcript.entries[-1].text == "the application hung up (rejected)"
+    assert transcript.entries[-1].text == "the application hung up"
 
 
 async def test_the_idle_hold_ends_and_virtual_time_runs_to_the_idle_hang_up() -> None:
