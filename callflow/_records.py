@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._call import Direction
 from ._results import DialStatus
 
 if TYPE_CHECKING:
+    from ._call import Direction
     from ._session import Session
 
 __all__ = ("CallEndHook", "CallLog", "CallRecord", "HungUpBy")

@@ -35,8 +35,10 @@ def test_a_call_logs_json_lines_with_its_id_and_flow(tmp_path: Path) -> None:
         [sys.executable, "-m", "callflow", "call", str(flows), "--press", "7", "-v",
          "--log-format", "json", "--json"],
         capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    call_id = json.loads(done.stdout)["call_id"]
+    assert done.returncode == 1, done.stderr  # the flow raised: `callflow call` says so
+    report = json.loads(done.stdout)
+    assert "the shop is closed" in report["error"]
+    call_id = report["call_id"]
     lines = [json.loads(line) for line in done.stderr.splitlines()]  # each line parses
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     about = [line for line in lines if call_id in line["message"] or "call_id" in line]
