@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ("CURRENT", "JsonFormatter", "remember", "running")
 
-CURRENT: ContextVar[Session | None] = ContextVar("callflow_session", default=None)
-"""The session whose flow runs in this task (set by the session as its flow starts)."""
+CURRENT: ContextVar[tuple[str, object] | None] = ContextVar("callflow_call", default=None)
+"""The call id and flow function of the flow that runs in this task (set by the session as
+its flow starts). Not the session itself: the task's context would hold it in a reference
+cycle, and a finished session must be freed without the cyclic collector."""
 
 running: weakref.WeakSet[App] = weakref.WeakSet()
 """The apps running in this process (an app adds itself as it starts)."""
@@ -41,17 +43,20 @@ remembering = False
 
 def remember(session: Session) -> None:
     """Keep an ending call's flow name for its last lines (its reply's, after it ends)."""
-    _flow(session.call.id, session)
+    _flow(session.call.id, session.flow)
 
 
-def _flow(call_id: str, session: Session | None) -> str:
+def _flow(call_id: str, flow: object | None) -> str:
     name = _flows.get(call_id)
     if name is not None:
         return name
     for app in list(running):
-        found = session or app.sessions.get(call_id)
-        if found is not None and found.host is app:
-            spec = next((s for s in app.flows.values() if s.func is found.flow), None)
+        func: object | None = flow
+        if func is None:
+            found = app.sessions.get(call_id)
+            func = found.flow if found is not None and found.host is app else None
+        if func is not None:
+            spec = next((s for s in app.flows.values() if s.func is func), None)
             if spec is not None:
                 name = spec.name
                 break
@@ -94,10 +99,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
     def _call_of(self, record: logging.LogRecord) -> tuple[str, str]:
-        session = CURRENT.get()
-        if session is not None:
-            call_id = session.call.id
-            return call_id, _flow(call_id, session)
+        current = CURRENT.get()
+        if current is not None:
+            call_id, flow = current
+            return call_id, _flow(call_id, flow)
         # callflow's own lines about a call start with its id: "%s: ..." or "%s ← ...".
         if (record.name.startswith("callflow") and isinstance(record.msg, str)
                 and record.msg.startswith("%s") and isinstance(record.args, tuple)

@@ -878,7 +878,8 @@ class Session:
             self._task.cancel()
 
     async def _run(self) -> None:
-        CURRENT.set(self)  # this task's log lines are about this call (--log-format json)
+        # This task's log lines are about this call (--log-format json).
+        CURRENT.set((self.call.id, self.flow))
         try:
             try:
                 await self.flow(self.call)

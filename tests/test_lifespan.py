@@ -197,8 +197,8 @@ def test_each_serve_worker_runs_the_lifespan(flows_file: Path, tmp_path: Path) -
     app = Process("serve", str(flows_file), "--port", "0", "--no-configure", "--workers", "2",
                   "--store", f"sqlite:///{tmp_path}/calls.db")
     try:
-        app.wait_for(r"^ready")
-        app.wait_for(r"^worker \d ready")
+        for _ in range(2):  # each worker says so, before or after the parent's banner
+            app.wait_for(r"^worker \d ready")
     finally:
         app.stop()
     assert app.popen.returncode == 0, app.output()
