@@ -23,6 +23,7 @@ from ._commands import (
     Record,
     Resume,
     Say,
+    Transfer,
     Voice,
 )
 from ._events import Event, EventKind
@@ -44,12 +45,14 @@ from ._exceptions import (
     StoreUnavailable,
     UnsupportedFeature,
 )
+from ._machine import AnsweredBy, MachineDetection
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "AnsweredBy",
     "App",
     "Call",
     "CallEnded",
@@ -72,6 +75,7 @@ __all__ = (
     "GatherResult",
     "Hangup",
     "HistoryError",
+    "MachineDetection",
     "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",
@@ -89,6 +93,7 @@ __all__ = (
     "StepError",
     "StoreError",
     "StoreUnavailable",
+    "Transfer",
     "UnsupportedFeature",
     "Voice",
     "__version__",

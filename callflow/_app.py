@@ -36,6 +36,7 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._expiry import Expiry
+from ._machine import AnsweredBy, MachineDetection
 from ._results import DialStatus
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
@@ -115,6 +116,8 @@ class OutboundCallResult:
     call_id: str
     status: DialStatus
     reason: str | None = None
+    answered_by: AnsweredBy | None = None
+    """With ``machine_detection``: who answered (``call.answered_by``)."""
 
     @property
     def answered(self) -> bool:
@@ -130,6 +133,14 @@ class _Outbound:
     outcome: anyio.Event = field(default_factory=anyio.Event)
     status: DialStatus | None = None
     reason: str | None = None
+    machine_detection: MachineDetection | None = None
+    answered_by: AnsweredBy | None = None
+
+
+def _answered_by(value: str | None) -> AnsweredBy:
+    """An answered event's ``answered_by``, checked: what the platform could not tell is
+    ``unknown``."""
+    return value if value in ("human", "machine") else "unknown"  # type: ignore[return-value]
 
 
 def _normalise(number: str) -> str:
@@ -584,11 +595,15 @@ class App:
         flow: str | Flow | None = None,
         caller_id: str | None = None,
         data: dict[str, Any] | None = None,
+        machine_detection: MachineDetection | None = None,
     ) -> OutboundCallResult:
         """Place an outbound call; the flow starts when it is answered.
 
         Returns once the call is answered (the flow then runs on its own) or has
         failed (busy, no answer...), in which case the flow never starts.
+        ``machine_detection`` (``detect`` or ``wait_for_beep``) asks the platform who
+        answered: the flow starts once it knows, with ``call.answered_by`` set, and
+        with ``wait_for_beep`` after a machine's greeting (see ``callflow._machine``).
         """
         spec = self.get_flow(flow)
         if data is not None and self._durable is not None:
@@ -601,14 +616,21 @@ class App:
         if not caller:
             raise ConfigurationError("no caller id: pass caller_id= or register a flow number")
         token = secrets.token_urlsafe(12)
-        pending = _Outbound(spec, _normalise(to), _normalise(caller), data)
+        pending = _Outbound(spec, _normalise(to), _normalise(caller), data,
+                            machine_detection=machine_detection)
+        detection: dict[str, Any] = {}
+        if machine_detection is not None:
+            if machine_detection not in ("detect", "wait_for_beep"):
+                raise ValueError(f"machine_detection must be 'detect' or 'wait_for_beep', "
+                                 f"not {machine_detection!r}")
+            detection["machine_detection"] = machine_detection
         self._outbound[token] = pending
         try:
             try:
                 call_id = await self.platform.create_call(
                     self.http, to=pending.to, caller_id=pending.caller_id,
                     callback_url=f"{self.callback_url}?out={token}",
-                    fallback_url=self.fallback_url,
+                    fallback_url=self.fallback_url, **detection,
                 )
             except PlatformError as exc:
                 message = str(exc) if exc.status is not None else (
@@ -620,7 +642,8 @@ class App:
                 await pending.outcome.wait()
             if pending.status is None:
                 return OutboundCallResult(call_id, "failed", "no answer from the platform")
-            return OutboundCallResult(call_id, pending.status, pending.reason)
+            return OutboundCallResult(call_id, pending.status, pending.reason,
+                                      answered_by=pending.answered_by)
         finally:
             del self._outbound[token]
 
@@ -862,6 +885,7 @@ class App:
     def _new_session(self, event: Event, query: Mapping[str, str]) -> Session | None:
         direction: Direction
         data: dict[str, Any] | None = None
+        answered_by: AnsweredBy | None = None
         if event.kind == "incoming":
             spec = self.flow_for_number(event.callee)
             if spec is None:
@@ -873,12 +897,16 @@ class App:
             if pending.status is not None:
                 return None
             pending.status = "answered"
+            if pending.machine_detection is not None:
+                pending.answered_by = _answered_by(event.answered_by)
             pending.outcome.set()
             spec, direction, data = pending.spec, "outbound", pending.data
             caller, callee = pending.caller_id, pending.to
+            answered_by = pending.answered_by
         else:
             return None
-        call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data)
+        call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data,
+                    answered_by=answered_by)
         session = Session(self, call, spec.func)
         session.born_at = session.news_at = anyio.current_time()
         self.sessions[event.call_id] = session

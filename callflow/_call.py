@@ -22,9 +22,11 @@ from ._commands import (
     Prompt,
     Record,
     Say,
+    Transfer,
     Voice,
 )
 from ._events import Event
+from ._machine import AnsweredBy
 from ._results import DialResult, GatherResult, RecordResult
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ class Call:
     ``CallEnded`` is raised from whatever the flow awaits, and from every later verb.
     """
 
-    __slots__ = ("_session", "callee", "caller", "data", "direction", "id")
+    __slots__ = ("_session", "answered_by", "callee", "caller", "data", "direction", "id")
 
     def __init__(
         self,
@@ -75,12 +77,16 @@ class Call:
         callee: str,
         direction: Direction = "inbound",
         data: dict[str, Any] | None = None,
+        answered_by: AnsweredBy | None = None,
     ) -> None:
         self.id = id
         self.caller = _e164(caller)
         self.callee = _e164(callee)
         self.direction: Direction = direction
         self.data: dict[str, Any] = {} if data is None else data
+        self.answered_by: AnsweredBy | None = answered_by
+        """Who picked up an outbound call placed with ``machine_detection``: ``human``,
+        ``machine`` or ``unknown``; None when no detection was asked."""
         self._session: Session
 
     def __repr__(self) -> str:
@@ -257,6 +263,20 @@ class Call:
     async def hangup(self, reason: HangupReason = "rejected") -> None:
         """End the call now; later verbs raise ``CallEnded``."""
         await self._session.hangup(reason)
+
+    async def transfer(self, number: str, *, caller_id: str | None = None,
+                       timeout: float = 30) -> None:
+        """Put the caller through to ``number`` and leave the call (a blind transfer).
+
+        What the flow queued before is said first; then the caller talks to ``number``
+        until either hangs up, and the flow is done with the call: later verbs raise
+        ``CallEnded``.  When ``number`` does not answer within ``timeout`` seconds (or
+        is busy), the call ends.  To stay with the caller and hear how it went, use
+        ``dial`` instead.
+        """
+        await self._session.leave(Transfer(_e164(number),
+                                           _e164(caller_id) if caller_id else None,
+                                           float(timeout)))
 
     async def menu(
         self,

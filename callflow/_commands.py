@@ -25,6 +25,7 @@ __all__ = (
     "Record",
     "Resume",
     "Say",
+    "Transfer",
     "Voice",
 )
 
@@ -128,6 +129,19 @@ class Hangup:
 
 
 @dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand the caller over to ``number`` and leave the call (a blind transfer).
+
+    The call's last command: the caller talks to ``number`` until either hangs up,
+    and the flow is over.
+    """
+
+    number: str
+    caller_id: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Resume:
     """Ask the platform to call back once it has run everything before this.
 
@@ -140,4 +154,5 @@ class Resume:
 
 
 BlockingCommand: TypeAlias = Gather | Record | Dial | Conference
-Command: TypeAlias = Say | Play | Pause | Gather | Record | Dial | Conference | Hangup | Resume
+Command: TypeAlias = (Say | Play | Pause | Gather | Record | Dial | Conference | Hangup | Resume
+                     | Transfer)

@@ -210,6 +210,7 @@ class DurableCalls:
         start: Entry = {
             "t": "start", "flow": spec.name, "caller": call.caller, "callee": call.callee,
             "direction": call.direction, "data": call.data, "leg": event.leg_id,
+            "answered_by": call.answered_by,
             "key": list(event_key(event)), "platform": app.platform.name,
             "at": round(time.time(), 3),
         }
@@ -278,7 +279,8 @@ class DurableCalls:
         if spec is None:
             raise HistoryError(f"its flow {start['flow']!r} is not in this app")
         call = Call(call_id, caller=start["caller"], callee=start["callee"],
-                    direction=start.get("direction", "inbound"), data=start.get("data"))
+                    direction=start.get("direction", "inbound"), data=start.get("data"),
+                    answered_by=start.get("answered_by"))
         session = Session(app, call, spec.func)
         journal = session.journal = Journal(partial(self._commit, session))
         journal.load(entries[1:])

@@ -39,6 +39,8 @@ class Event:
     the platform's own id for the notification when it has one (Telnyx), which
     tells a redelivery from a new event.  Kind ``other`` is a notification with
     no neutral meaning (``name`` says which: Telnyx ``call.bridged``...).
+    ``answered_by`` is who answered an outbound call placed with machine detection
+    (``human``, ``machine``, ``unknown``).
     """
 
     kind: EventKind
@@ -55,4 +57,5 @@ class Event:
     by: HangupBy | None = None
     name: str = ""
     id: str = ""
+    answered_by: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

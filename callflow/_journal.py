@@ -40,6 +40,7 @@ from ._commands import (
     Record,
     Resume,
     Say,
+    Transfer,
 )
 from ._events import Event
 from ._exceptions import HistoryError, NonDeterminismError, StepError
@@ -61,7 +62,7 @@ __all__ = (
 )
 
 _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    Say, Play, Pause, Gather, Record, Dial, Conference, ConferenceOptions, Hangup, Resume,
+    Say, Play, Pause, Gather, Record, Dial, Conference, ConferenceOptions, Hangup, Resume, Transfer,
     GatherResult, RecordResult, DialResult,
 )}
 

@@ -318,6 +318,9 @@ class _Over:
     async def hangup(self, reason: Any) -> None:
         self.check_alive()
 
+    async def leave(self, last: Command) -> None:
+        self.check_alive()
+
     async def run_step(self, func: Callable[..., Any], args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> Any:
         self.check_alive()
@@ -839,7 +842,11 @@ class Session:
                     await self.journal.commit()
 
     async def hangup(self, reason: Any) -> None:
-        self.queue(Hangup(reason))
+        await self.leave(Hangup(reason))
+
+    async def leave(self, last: Command) -> None:
+        """Queue the call's last command (a hang-up, a transfer), deliver it, and end."""
+        self.queue(last)
         await self.flush()
         self.end(by="app", discard=False)
 

@@ -37,9 +37,11 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    Transfer,
 )
 from .._events import Event, EventKind
-from .._exceptions import NotificationError, PlatformError
+from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
+from .._machine import MachineDetection
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 from ._limits import checked, parse_step
 
@@ -141,6 +143,10 @@ def _number(seconds: float) -> int | float:
 
 _NO_COMMANDS = Reply.json({"commands": []})
 
+UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
+    ("call", "machine_detection"): "BlueVia cannot tell a person from an answering machine",
+}
+
 
 class BlueVia:
     """The BlueVia Voice adapter (docs/reference/bluevia.md)."""
@@ -191,7 +197,7 @@ class BlueVia:
         """BlueVia carries every neutral command: they were modelled on it."""
 
     def unsupported(self) -> Mapping[tuple[str, str | None], str]:
-        return {}
+        return UNSUPPORTED
 
     async def push(
         self, http: httpx.AsyncClient, call_id: str, commands: Sequence[Command], *,
@@ -209,8 +215,11 @@ class BlueVia:
 
     async def create_call(
         self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
-        fallback_url: str | None,
+        fallback_url: str | None, machine_detection: MachineDetection | None = None,
     ) -> str:
+        if machine_detection is not None:
+            raise UnsupportedFeature("call", self.name, option="machine_detection",
+                                     hint=UNSUPPORTED[("call", "machine_detection")])
         request = self.create_call_request(to=to, caller_id=caller_id,
                                            callback_url=callback_url, fallback_url=fallback_url)
         response = await request.send(http)
@@ -298,6 +307,14 @@ class BlueVia:
             return [{"wait": {"length": _number(command.seconds)}}]
         if isinstance(command, Hangup):
             return [{"hangup": {"reason": command.reason}}]
+        if isinstance(command, Transfer):
+            # A dial the app does not wait for: the caller talks to the number, and the
+            # hang-up after it ends the call when the dialled leg ends or fails.
+            target: dict[str, Any] = {"destination": tel(command.number),
+                                      "timeout": _number(command.timeout)}
+            if command.caller_id:
+                target["callerId"] = tel(command.caller_id)
+            return [{"dial": {"number": target}}, {"hangup": {}}]
         if isinstance(command, Resume):
             return [{"redirect": {"actionUrl": url_for(command.step)}}]
         url = url_for(command.step)

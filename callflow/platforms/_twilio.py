@@ -52,9 +52,11 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    Transfer,
 )
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
+from .._machine import AnsweredBy, MachineDetection
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 from ._limits import checked, parse_step
 
@@ -81,6 +83,28 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("conference", "speak_on_exit"): "<Conference> has no exit announcement",
     ("conference", "play_on_exit"): "<Conference> has no exit announcement",
 }
+
+
+MACHINE_DETECTION: Mapping[str, str] = {"detect": "Enable",
+                                        "wait_for_beep": "DetectMessageEnd"}
+"""``MachineDetection`` of the Calls API for each neutral mode."""
+ANSWERED_BY: Mapping[str, AnsweredBy] = {
+    # twilio.com/docs/voice/answering-machine-detection: the values of AnsweredBy.
+    "human": "human",
+    "machine_start": "machine",
+    "machine_end_beep": "machine",
+    "machine_end_silence": "machine",
+    "machine_end_other": "machine",
+    "fax": "machine",
+    "unknown": "unknown",
+}
+
+
+def _answered_by(value: str | None) -> AnsweredBy | None:
+    """``AnsweredBy`` as a neutral value (None: no detection was asked)."""
+    if not value:
+        return None
+    return ANSWERED_BY.get(value, "unknown")
 
 
 def _bad(code: str, message: str, status: int = 400) -> NotificationError:
@@ -265,7 +289,8 @@ class Twilio:
                           duration=_number(form.get("CallDuration")))]
         if status in ("ringing", "queued", "initiated") or "out" not in query:
             return [event("incoming", "IncomingCall")]
-        return [event("answered", "CallAnswered")]
+        return [event("answered", "CallAnswered",
+                      answered_by=_answered_by(form.get("AnsweredBy")))]
 
     @staticmethod
     def _parse_action(form: Mapping[str, str], call_sid: str, step: int, event: Any
@@ -354,6 +379,15 @@ class Twilio:
                 ET.SubElement(response, "Reject", reason=command.reason)
             else:
                 ET.SubElement(response, "Hangup")
+            return
+        if isinstance(command, Transfer):
+            # <Dial> with no action: when it ends Twilio goes on to the next verb, the
+            # <Hangup/> (twilio.com/docs/voice/twiml/dial#action).
+            dial = ET.SubElement(response, "Dial", timeout=str(_whole(command.timeout)))
+            if command.caller_id:
+                dial.set("callerId", command.caller_id)
+            ET.SubElement(dial, "Number").text = command.number
+            ET.SubElement(response, "Hangup")
             return
         if url_for is None:
             raise TypeError(f"rendering {command!r} needs url_for")
@@ -461,22 +495,28 @@ class Twilio:
         )
 
     def create_call_request(self, *, to: str, caller_id: str, callback_url: str,
-                            fallback_url: str | None) -> ApiRequest:
+                            fallback_url: str | None,
+                            machine_detection: MachineDetection | None = None) -> ApiRequest:
         form: dict[str, str] = {
             "To": to, "From": caller_id, "Url": callback_url, "Method": "POST",
             "StatusCallback": callback_url, "StatusCallbackMethod": "POST",
             "StatusCallbackEvent": "completed",
         }
+        if machine_detection is not None:
+            # Synchronous AMD: Twilio requests Url once it knows, with AnsweredBy
+            # (after the greeting with DetectMessageEnd).
+            form["MachineDetection"] = MACHINE_DETECTION[machine_detection]
         if fallback_url:
             form.update(FallbackUrl=fallback_url, FallbackMethod="POST")
         return ApiRequest("POST", f"{self._account()}/Calls.json", form=form)
 
     async def create_call(
         self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
-        fallback_url: str | None,
+        fallback_url: str | None, machine_detection: MachineDetection | None = None,
     ) -> str:
         request = self.create_call_request(to=to, caller_id=caller_id,
-                                           callback_url=callback_url, fallback_url=fallback_url)
+                                           callback_url=callback_url, fallback_url=fallback_url,
+                                           machine_detection=machine_detection)
         response = await request.send(http)
         if response.status_code >= 300:
             raise PlatformError(f"Twilio refused the call ({response.status_code})",

@@ -18,6 +18,7 @@ from ._load import LatencyStats, LoadGenerator, LoadResult
 from ._network import (
     DEFAULT_PHONE,
     HangUp,
+    Machine,
     NetworkConfig,
     NumberConfig,
     Outcome,
@@ -60,6 +61,7 @@ __all__ = (
     "NotificationOutcome",
     "NumberConfig",
     "Outcome",
+    "Machine",
     "Phone",
     "Press",
     "Ring",

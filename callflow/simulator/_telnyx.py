@@ -75,7 +75,7 @@ from ._asgi import Receive, Scope, Send
 from ._clock import Signal
 from ._errors import ApiError, ConfigError, WireError
 from ._http import read_body
-from ._network import Line, Outcome, Phone
+from ._network import DETECTION_SECONDS, Line, Outcome, Phone
 from ._transcript import EntryKind, TranscriptEntry
 from ._wire import (
     Command,
@@ -87,6 +87,7 @@ from ._wire import (
     Record,
     Redirect,
     Speak,
+    Wait,
     normalize_number,
 )
 
@@ -125,6 +126,9 @@ ENDED_MEMORY = 10_000
 that, ``404``), and how many dials it remembers the ``command_id`` of."""
 
 _MEDIA = frozenset({"speak", "playback", "gather"})
+_AMD_MODES = ("premium", "detect", "detect_beep", "detect_words", "greeting_end")
+"""``answering_machine_detection`` of a dial (docs: dial); ``premium`` is taken, and
+simulated as ``detect``."""
 _HOLDABLE = frozenset({"call.speak.started", "call.playback.started", "call.bridged",
                        "conference.created", "conference.participant.joined"})
 """Progress webhooks that ``reorder`` may hold back until after the next one."""
@@ -471,6 +475,8 @@ class _Leg:
     recording: _Action | None = None
     transfer_of: _Leg | None = None
     """The call a ``transfer`` leg is for."""
+    amd: str | None = None
+    """The dial's ``answering_machine_detection`` (``detect``, ``greeting_end``...)."""
     answered_at: float | None = None
     ended_at: float | None = None
     turn_at: float = 0.0
@@ -507,7 +513,7 @@ class _RingLimit(Phone):
     # behaviour (including a LivePhone's) is kept by delegating ``ring`` to the original.
 
     def __init__(self, inner: Phone, limit: float) -> None:
-        super().__init__(inner.outcome, min(inner.after, limit), inner.script)
+        super().__init__(inner.outcome, min(inner.after, limit), inner.script, inner.machine)
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_limit", limit)
         object.__setattr__(self, "timed_out", False)
@@ -676,6 +682,7 @@ class TelnyxFrontEnd:
                 call.callback_url if call.direction == "outbound" else None),
             client_state=(info or {}).get("client_state"),
             transfer_of=(info or {}).get("transfer_of"),
+            amd=(info or {}).get("amd"),
         )
         group.legs.append(leg)
         self.legs[leg.ccid] = leg
@@ -1128,6 +1135,10 @@ class TelnyxFrontEnd:
         webhook_url = _url(body, "webhook_url")
         timeout = _int(body, "timeout_secs", 30, minimum=5, maximum=600)
         state = _client_state(body)
+        amd = _str(body, "answering_machine_detection")
+        if amd not in (None, "disabled", *_AMD_MODES):
+            raise _invalid("answering_machine_detection", "'answering_machine_detection' "
+                           f"must be one of {', '.join(_AMD_MODES)} or disabled.")
         link = _str(body, "link_to")
         parent: _Leg | None = None
         if link:
@@ -1141,7 +1152,8 @@ class TelnyxFrontEnd:
             # Ignored: no new call.  The answer is the first dial's (what a retry needs).
             return dict(self._dials.get(command_id or "", {"record_type": "call"}))
         leg = self._place(caller, to, parent=parent, timeout=timeout, webhook_url=webhook_url,
-                          client_state=state, transfer_of=None)
+                          client_state=state, transfer_of=None,
+                          amd=None if amd == "disabled" else amd)
         data: dict[str, Any] = {
             "record_type": "call", "call_control_id": leg.ccid,
             "call_leg_id": leg.call.main.leg_id, "call_session_id": leg.group.session_id,
@@ -1157,7 +1169,7 @@ class TelnyxFrontEnd:
 
     def _place(self, caller: str, to: str, *, parent: _Leg | None, timeout: float,
                webhook_url: str | None, client_state: str | None,
-               transfer_of: _Leg | None) -> _Leg:
+               transfer_of: _Leg | None, amd: str | None = None) -> _Leg:
         """Start an outbound leg (its phone decides what happens) and say it is initiated."""
         from ._engine import SimCall
 
@@ -1167,7 +1179,7 @@ class TelnyxFrontEnd:
                            "webhook_event_failover_url"),
                        all_events=True, phone=_RingLimit(self.sim.phone_for(to), timeout))
         self._creating = {"parent": parent, "webhook_url": url, "client_state": client_state,
-                          "transfer_of": transfer_of}
+                          "transfer_of": transfer_of, "amd": amd}
         token = _inline.set(None)  # the engine's task must not inherit this request's list
         try:
             self.sim._start_call(call)
@@ -1507,6 +1519,8 @@ class TelnyxFrontEnd:
                 b_action = self._bridge(target, leg, state=target.client_state, park=False)
                 self._begin(leg, b_action)
                 return b_action.commands
+            if leg.amd is not None:
+                return self._detect(leg)
             return await self._park(leg)
         if kind == "idle":
             if token != leg.idle_token:
@@ -1524,9 +1538,48 @@ class TelnyxFrontEnd:
             return after
         return await self._next(leg)
 
+    def _detect(self, leg: _Leg) -> list[Command]:
+        """Answering machine detection on an answered dial: the analysis listens for
+        ``DETECTION_SECONDS`` (a machine's greeting may end sooner), then
+        ``call.machine.detection.ended``; for a machine with ``detect_beep`` (only if it
+        beeps), ``detect_words`` or ``greeting_end``, ``call.machine.greeting.ended`` when
+        its greeting is over (developers.telnyx.com: answering-machine-detection)."""
+        phone = leg.call._phone or self.sim.phone_for(leg.call.main.destination)
+        machine = phone.machine
+        seconds = DETECTION_SECONDS if machine is None else min(DETECTION_SECONDS,
+                                                                 machine.greeting)
+        action = self._action("amd", None, {"machine": machine is not None})
+        action.commands = [Wait(seconds), action.marker]
+        self._begin(leg, action)
+        return list(action.commands)
+
+    def _detected(self, leg: _Leg, action: _Action) -> list[Command] | None:
+        """The detection's webhooks once its listening is over; a greeting still to wait for
+        becomes the leg's next action."""
+        phone = leg.call._phone or self.sim.phone_for(leg.call.main.destination)
+        machine = phone.machine
+        if action.kind == "amd-greeting":
+            self._emit(leg, "call.machine.greeting.ended",
+                       {"result": "beep_detected" if machine and machine.beep else "ended"})
+            return None
+        self._emit(leg, "call.machine.detection.ended",
+                   {"result": "human" if machine is None else "machine"})
+        greeting = machine is not None and (leg.amd in ("detect_words", "greeting_end") or (
+            leg.amd == "detect_beep" and machine.beep))
+        if not greeting or machine is None:
+            return None
+        left = max(0.0, machine.ready_after - (self.sim.clock.now() - (leg.answered_at or 0.0)))
+        wait = self._action("amd-greeting", None, {})
+        wait.commands = [Wait(left), wait.marker]
+        self._begin(leg, wait)
+        return list(wait.commands)
+
     def _complete(self, leg: _Leg, action: _Action) -> list[Command] | None:
         """An action ran to its marker: its ending webhooks; commands to run instead of the
         next action (a bridge leg that is not to be parked hangs up)."""
+        if action.kind in ("amd", "amd-greeting"):
+            leg.current = None
+            return self._detected(leg, action)
         if action.kind == "conference" and action.conference is not None:
             self._host_left(action.conference)  # before this leg's leaving may end it
         self._finish(leg, action, "done")

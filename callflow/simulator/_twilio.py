@@ -46,6 +46,7 @@ from ._api import _base as _base_url
 from ._asgi import Receive, Scope, Send
 from ._errors import ApiError, WireError
 from ._http import read_body
+from ._network import DETECTION_SECONDS
 from ._wire import (
     Command,
     ConferenceProperties,
@@ -225,6 +226,7 @@ class _CallState:
     status_callback_method: Literal["GET", "POST"] = "POST"
     events: frozenset[str] = frozenset({"completed"})
     answer_twiml: str | None = None  # Calls.json Twiml=: no Url to fetch when answered
+    machine_detection: str | None = None  # Calls.json MachineDetection=
     phone_number_sid: str | None = None
     docs: dict[int, _Doc] = field(default_factory=dict)
     urls: dict[int, tuple[str, Literal["GET", "POST"]]] = field(default_factory=dict)
@@ -321,10 +323,11 @@ class TwilioFrontEnd:
         main = payload.get("legId") == call.main.leg_id
         if name == "Answered" and main:
             await self._status(call, state, "answered")
+            detected = await self._detect(call, state)
             if state.answer_twiml is not None:
                 return self._inline(call, state, state.answer_twiml)
             return await self._fetch(call, state, "Url", url, state.voice_method,
-                                     self._params(call, state, "in-progress"))
+                                     {**self._params(call, state, "in-progress"), **detected})
         if name == "CallbackUnavailable":
             return await self._fallback(call, state, url)
         if not main:
@@ -339,6 +342,30 @@ class TwilioFrontEnd:
         elif name == "RecordingStopped" and call.terminated:
             await self._record_after_hangup(call, state)
         return _not_sent()
+
+    async def _detect(self, call: SimCall, state: _CallState) -> dict[str, str]:
+        """Synchronous answering machine detection: Twilio holds the call's ``Url`` request
+        until it knows who answered, and adds ``AnsweredBy`` (``human``, ``machine_start``;
+        with ``DetectMessageEnd`` it waits for the end of a machine's greeting:
+        ``machine_end_beep`` or ``machine_end_silence``) and ``MachineDetectionDuration``
+        in milliseconds (twilio.com/docs/voice/answering-machine-detection)."""
+        mode = state.machine_detection
+        if mode is None:
+            return {}
+        phone = call._phone or self.sim.phone_for(call.main.destination)
+        machine = phone.machine
+        if machine is None:
+            seconds, answered_by = DETECTION_SECONDS, "human"
+        elif mode == "DetectMessageEnd":
+            seconds = machine.ready_after
+            answered_by = "machine_end_beep" if machine.beep else "machine_end_silence"
+        else:
+            seconds, answered_by = min(DETECTION_SECONDS, machine.greeting), "machine_start"
+        await call.clock.sleep(seconds)
+        call._log("answered", f"machine detection: {answered_by}", call.main,
+                  answered_by=answered_by)
+        return {"AnsweredBy": answered_by,
+                "MachineDetectionDuration": str(round(seconds * 1000))}
 
     async def _fetch(self, call: SimCall, state: _CallState, kind: str, url: str,
                      method: Literal["GET", "POST"], params: dict[str, str]
@@ -891,6 +918,10 @@ class TwilioFrontEnd:
         for name, value in (("FallbackUrl", fallback), ("StatusCallback", callback)):
             if value and not _is_url(value):
                 raise _TwilioError(400, 21205, f"{name} is not a valid URL: {value}")
+        detection = one.get("MachineDetection") or None
+        if detection not in (None, "Enable", "DetectMessageEnd"):
+            raise _TwilioError(400, 21234, f"MachineDetection must be Enable or "
+                                           f"DetectMessageEnd, not {detection}")
         events = frozenset(word for value in form.get("StatusCallbackEvent", [])
                            for word in re.split(r"[\s,]+", value) if word) or {"completed"}
         self._pending = _CallState(
@@ -898,6 +929,7 @@ class TwilioFrontEnd:
             fallback_method=_method(one.get("FallbackMethod")), status_callback=callback,
             status_callback_method=_method(one.get("StatusCallbackMethod")),
             events=frozenset(events), answer_twiml=twiml if not url else None,
+            machine_detection=detection,
         )
         try:
             call = self.sim.create_call(caller, to, callback_url=url or None,

@@ -28,6 +28,7 @@ from .._commands import (
 )
 from .._events import Event, EventKind
 from .._exceptions import FlowError
+from .._machine import AnsweredBy
 from .._results import DialStatus
 from .._session import Session, _is_call_ended
 from .._settings import DEFAULT_APOLOGY
@@ -99,12 +100,16 @@ class FakeCall:
         hangup_grace: float = 10.0,
         keepalive: float | None = None,
         platform: Platform | None = None,
+        answered_by: AnsweredBy | None = None,
     ) -> None:
         """``platform`` makes verbs raise ``UnsupportedFeature`` where that platform would;
         ``keepalive`` holds the line the way Twilio needs when a slow flow has nothing
-        to say (see ``Session``)."""
+        to say (see ``Session``).  ``answered_by`` is what machine detection found on an
+        outbound call (``call.answered_by``): ``"machine"`` is an answering machine whose
+        beep has gone, as with ``machine_detection="wait_for_beep"``."""
         self.flow = flow
-        self.call = Call(call_id, caller=caller, callee=callee, direction=direction, data=data)
+        self.call = Call(call_id, caller=caller, callee=callee, direction=direction, data=data,
+                         answered_by=answered_by)
         self.hang_up_at = hang_up_at
         self.apology = apology
         self.response_budget = response_budget
@@ -235,6 +240,9 @@ class FakeCall:
             kind: EventKind = "incoming" if c.direction == "inbound" else "answered"
             self._log("network", f"{c.caller} calls {c.callee}" if kind == "incoming"
                       else f"{c.callee} answers a call from {c.caller}")
+            if c.answered_by is not None:
+                self._log("network", "an answering machine answered; it beeps" if
+                          c.answered_by == "machine" else f"answered by: {c.answered_by}")
             first = await self._deliver(kind)
             await self._execute(deque(first or []))
             tg.cancel_scope.deadline = anyio.current_time() + self.hangup_grace
