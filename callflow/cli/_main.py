@@ -299,6 +299,11 @@ def add_dial_parser(subparsers: Any) -> None:
         "--from", dest="caller_id", metavar="NUMBER",
         help="the caller id (default: CALLFLOW_CALLER_ID, else the app's first number)",
     )
+    parser.add_argument(
+        "--machine-detection", choices=("detect", "wait_for_beep"),
+        help="tell a person from an answering machine (call.answered_by); wait_for_beep "
+             "starts the flow after a machine's beep (Twilio, Telnyx)",
+    )
     add_connection_options(parser)
     parser.set_defaults(run=run_dial)
 
@@ -544,7 +549,8 @@ def run_dial(args: argparse.Namespace) -> int:
         _banner(app, f"serving {args.file} on {url}", url)
         _say(f"calling {to} from {caller} with flow {spec.name}")
         try:
-            result = await app.call(to, flow=spec.name, caller_id=caller)
+            result = await app.call(to, flow=spec.name, caller_id=caller,
+                                    machine_detection=args.machine_detection)
         except PlatformError as exc:
             raise PlatformError(_platform_hint(app, f"cannot place the call: {exc}",
                                                exc.status, configuring=False),

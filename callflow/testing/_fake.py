@@ -25,6 +25,7 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    Transfer,
 )
 from .._events import Event, EventKind
 from .._exceptions import FlowError
@@ -336,6 +337,12 @@ class FakeCall:
             return None
         if isinstance(command, Resume):
             return await self._deliver("resumed", step=command.step)
+        if isinstance(command, Transfer):
+            outcome = self._dial.get(command.number, DialOutcome())
+            self._log("app", f"transfers the caller to {command.number}")
+            self._log("network", f"{command.number}: {outcome.status.replace('_', ' ')}")
+            self.ended_by = "app"
+            return None
         self.blocking += 1
         if self.blocking > MAX_BLOCKING:
             raise FlowError(f"the flow reached {MAX_BLOCKING} waiting verbs; is it looping?")
