@@ -23,6 +23,8 @@ from ._commands import (
     Record,
     Resume,
     Say,
+    StartRecording,
+    StopRecording,
     Transfer,
     Voice,
 )
@@ -46,6 +48,7 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._machine import AnsweredBy, MachineDetection
+from ._recording import Recording
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._settings import Settings
 
@@ -86,11 +89,14 @@ __all__ = (
     "Prompt",
     "Record",
     "RecordResult",
+    "Recording",
     "Resume",
     "Say",
     "SchemaTooNew",
     "Settings",
+    "StartRecording",
     "StepError",
+    "StopRecording",
     "StoreError",
     "StoreUnavailable",
     "Transfer",

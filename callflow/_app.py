@@ -37,7 +37,8 @@ from ._exceptions import (
 )
 from ._expiry import Expiry
 from ._machine import AnsweredBy, MachineDetection
-from ._results import DialStatus
+from ._recording import UNSAVED_MEMORY, Recording
+from ._results import DialStatus, RecordResult
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
 from ._settings import Settings
@@ -177,6 +178,7 @@ class App:
         self._hangup_waiters: dict[str, anyio.Event] = {}
         self._end_waiters: dict[str, anyio.Event] = {}
         self._outbound: dict[str, _Outbound] = {}
+        self._unsaved: OrderedDict[str, Call] = OrderedDict()  # see finished()
         self._runners: dict[str, Runner] = {}
         self._tg: TaskGroup | None = None
         self._spawner: Spawner | None = None
@@ -477,6 +479,11 @@ class App:
 
     def finished(self, session: Session) -> None:
         call_id = session.call.id
+        if any(r.result is None for r in session.call.recordings):
+            # The platform reports a recording once it is saved, often after the call.
+            self._unsaved[call_id] = session.call
+            if len(self._unsaved) > UNSAVED_MEMORY:
+                self._unsaved.popitem(last=False)
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
         if self._durable is not None:
@@ -781,6 +788,16 @@ class App:
         prefix = f"{self.callback_url}?call={quote(call_id, safe='')}&step="
         return lambda step: f"{prefix}{step}"
 
+    def _late_recording(self, event: Event) -> None:
+        """A background recording saved after its call ended: onto ``call.recordings``."""
+        call = self._unsaved.get(event.call_id)
+        if call is None or event.step is None:
+            return
+        Recording.take(call.recordings, event.step, RecordResult(
+            url=event.recording_url, duration=event.duration or 0.0))
+        if all(r.result is not None for r in call.recordings):
+            del self._unsaved[event.call_id]
+
     def _log_event(self, event: Event) -> None:
         logger.info("%s ← %s%s%s", event.call_id, event.name or event.kind,
                     f" step {event.step}" if event.step is not None else "",
@@ -801,6 +818,9 @@ class App:
                     return call_id, *retried
                 await self._durable.end_call(call_id)
             return call_id, self._fallback(event, session), False
+        if session is None and event.kind == "recording_saved":
+            self._late_recording(event)
+            return call_id, None, False
         if event.kind == "hangup" and (
             session is None or not event.leg_id or event.leg_id == session.caller_leg
         ):
@@ -850,9 +870,12 @@ class App:
         """``execute`` mode: hand the event to its call's runner, starting one for a new call."""
         call_id = event.call_id
         runner = self._runners.get(call_id)
-        if runner is not None:
+        if runner is not None and not (runner.over and event.kind == "recording_saved"):
             runner.session.news_at = anyio.current_time()
             runner.deliver(event)
+            return
+        if event.kind == "recording_saved":
+            self._late_recording(event)
             return
         if call_id in self._ended:
             return
@@ -1012,7 +1035,7 @@ def _no_url(step: int) -> str:
 
 
 _VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conference", "hangup",
-                    "menu"})
+                    "menu", "call", "transfer", "start_recording", "recording"})
 
 
 def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:

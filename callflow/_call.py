@@ -22,11 +22,13 @@ from ._commands import (
     Prompt,
     Record,
     Say,
+    StartRecording,
     Transfer,
     Voice,
 )
 from ._events import Event
 from ._machine import AnsweredBy
+from ._recording import Recording
 from ._results import DialResult, GatherResult, RecordResult
 
 if TYPE_CHECKING:
@@ -67,7 +69,8 @@ class Call:
     ``CallEnded`` is raised from whatever the flow awaits, and from every later verb.
     """
 
-    __slots__ = ("_session", "answered_by", "callee", "caller", "data", "direction", "id")
+    __slots__ = ("_session", "answered_by", "callee", "caller", "data", "direction", "id",
+                 "recordings")
 
     def __init__(
         self,
@@ -87,6 +90,8 @@ class Call:
         self.answered_by: AnsweredBy | None = answered_by
         """Who picked up an outbound call placed with ``machine_detection``: ``human``,
         ``machine`` or ``unknown``; None when no detection was asked."""
+        self.recordings: list[Recording] = []
+        """The call's background recordings (``start_recording``), in order."""
         self._session: Session
 
     def __repr__(self) -> str:
@@ -264,6 +269,26 @@ class Call:
         """End the call now; later verbs raise ``CallEnded``."""
         await self._session.hangup(reason)
 
+    async def start_recording(self, *, dual: bool = False) -> Recording:
+        """Start recording the call in the background and return at once (queued).
+
+        ``dual`` records each party on a channel of its own where the platform can.
+        ``await rec.stop()`` stops it; ``rec.result`` is the saved recording once the
+        platform reports it, and ``call.recordings`` lists them all.
+        """
+        session = self._session
+        session.check_alive()
+        recording = Recording(session, session.next_step(), dual=dual)
+        if session.saved_recordings:  # a rebuilt call: saved before this replay got here
+            recording.result = session.saved_recordings.pop(recording.id, None)
+        session.queue(StartRecording(recording.id, dual=dual))
+        self.recordings.append(recording)
+        return recording
+
+    def recording(self, *, dual: bool = False) -> _Recorded:
+        """``async with call.recording(dual=True) as rec:``: record what happens inside."""
+        return _Recorded(self, dual)
+
     async def transfer(self, number: str, *, caller_id: str | None = None,
                        timeout: float = 30) -> None:
         """Put the caller through to ``number`` and leave the call (a blind transfer).
@@ -332,6 +357,24 @@ class Call:
             session.observers = []
         session.observers.append(send)
         return _drain(session, send, receive)
+
+
+class _Recorded:
+    """What ``call.recording()`` returns: starts on entry, stops on exit."""
+
+    __slots__ = ("_call", "_dual", "_recording")
+
+    def __init__(self, call: Call, dual: bool) -> None:
+        self._call, self._dual = call, dual
+        self._recording: Recording | None = None
+
+    async def __aenter__(self) -> Recording:
+        self._recording = await self._call.start_recording(dual=self._dual)
+        return self._recording
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._recording is not None and not self._call.ended:
+            await self._recording.stop()
 
 
 async def _drain(

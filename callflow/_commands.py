@@ -25,6 +25,8 @@ __all__ = (
     "Record",
     "Resume",
     "Say",
+    "StartRecording",
+    "StopRecording",
     "Transfer",
     "Voice",
 )
@@ -142,6 +144,24 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Start recording the call in the background; ``id`` names it for ``StopRecording``.
+
+    ``dual`` keeps each party on a channel of its own (stereo) where the platform can.
+    """
+
+    id: int
+    dual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    """Stop the background recording ``id``; the platform reports it saved later."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Resume:
     """Ask the platform to call back once it has run everything before this.
 
@@ -155,4 +175,4 @@ class Resume:
 
 BlockingCommand: TypeAlias = Gather | Record | Dial | Conference
 Command: TypeAlias = (Say | Play | Pause | Gather | Record | Dial | Conference | Hangup | Resume
-                     | Transfer)
+                     | Transfer | StartRecording | StopRecording)

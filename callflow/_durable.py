@@ -35,6 +35,7 @@ from ._commands import Command, Hangup
 from ._events import Event
 from ._exceptions import CallflowError, NotificationError, PlatformError
 from ._journal import HistoryError, Journal, decode_command
+from ._results import RecordResult
 from ._session import ANSWERING_KINDS, Session, event_key, same_notification
 from ._waiter import Waiter
 from .stores import Begin, CallState, Entry, Fenced, Store, StoreError
@@ -291,6 +292,9 @@ class DurableCalls:
         session._start_key = tuple(key) if key else None
         session._marker = journal.marker
         session._spent_legs = set(journal.spent_legs) if journal.spent_legs else None
+        saved = {int(e["id"]): RecordResult(url=e.get("url"), duration=e.get("duration", 0.0))
+                 for e in entries if e.get("t") == "recording"}
+        session.saved_recordings = saved or None
         last = journal.last_answer
         if last is not None:
             session._last_key = tuple(last["key"]) if last.get("key") else None

@@ -22,6 +22,7 @@ EventKind: TypeAlias = Literal[
     "playback_stopped",
     "recording_started",
     "recording_stopped",
+    "recording_saved",
     "callback_unavailable",
     "other",
 ]
@@ -39,6 +40,7 @@ class Event:
     the platform's own id for the notification when it has one (Telnyx), which
     tells a redelivery from a new event.  Kind ``other`` is a notification with
     no neutral meaning (``name`` says which: Telnyx ``call.bridged``...).
+    ``recording_saved`` is a background recording saved (``step`` is its id).
     ``answered_by`` is who answered an outbound call placed with machine detection
     (``human``, ``machine``, ``unknown``).
     """

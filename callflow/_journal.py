@@ -40,6 +40,8 @@ from ._commands import (
     Record,
     Resume,
     Say,
+    StartRecording,
+    StopRecording,
     Transfer,
 )
 from ._events import Event
@@ -63,6 +65,7 @@ __all__ = (
 
 _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     Say, Play, Pause, Gather, Record, Dial, Conference, ConferenceOptions, Hangup, Resume, Transfer,
+    StartRecording, StopRecording,
     GatherResult, RecordResult, DialResult,
 )}
 
@@ -260,6 +263,6 @@ class Journal:
                     self.last_answer = entry
             elif kind == "event":
                 self.frontier_events.append(decode_event(entry.get("event", {})))
-            elif kind not in ("start", "end", "note"):
+            elif kind not in ("start", "end", "note", "recording"):
                 raise HistoryError(f"unknown history entry {kind!r}")
         self.position = 0

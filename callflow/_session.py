@@ -58,6 +58,7 @@ from ._journal import (
     encode_exception,
     encode_result,
 )
+from ._recording import Recording
 from ._results import DialResult, DialStatus, GatherResult, RecordResult
 from ._spawner import Cancellable
 from ._waiter import Waiter
@@ -361,6 +362,7 @@ class Session:
         "observers",
         "outbox",
         "pending",
+        "saved_recordings",
         "started",
         "step",
     )
@@ -402,6 +404,8 @@ class Session:
         # When the call began, and when its last notification came (the host's clock:
         # ``anyio.current_time``), for the memory mode's expiry (``callflow._expiry``).
         self.born_at = self.news_at = 0.0
+        # Background recordings saved before a replay reached their start_recording().
+        self.saved_recordings: dict[int, RecordResult] | None = None
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -415,6 +419,9 @@ class Session:
         if self.observers is not None:
             self._observe(event)
         self.first_batch = False
+        if event.kind == "recording_saved":
+            self._recording_saved(event)
+            return None
         key: EventKey | None = None
         if event.kind in ANSWERING_KINDS or (
             event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg)
@@ -466,6 +473,19 @@ class Session:
             self.journal.add({"t": "event", "event": encode_event(event)})
         return None
 
+    def _recording_saved(self, event: Event) -> None:
+        """A background recording is saved: it becomes its ``Recording``'s result."""
+        if event.step is None:
+            return
+        result = RecordResult(url=event.recording_url, duration=event.duration or 0.0)
+        if self.journal is not None:
+            self.journal.add({"t": "recording", "id": event.step, "url": result.url,
+                              "duration": result.duration})
+        if not Recording.take(self.call.recordings, event.step, result):
+            if self.saved_recordings is None:
+                self.saved_recordings = {}
+            self.saved_recordings[event.step] = result
+
     def only_collects(self, event: Event) -> bool:
         """Whether ``event`` is one the waiting ``dial`` or ``record`` only collects.
 
@@ -483,7 +503,7 @@ class Session:
 
     def is_interested(self, event: Event) -> bool:
         """Whether ``handle(event)`` could change the call (False: answer it from memory)."""
-        if event.kind in ANSWERING_KINDS or event.kind == "hangup":
+        if event.kind in ANSWERING_KINDS or event.kind in ("hangup", "recording_saved"):
             return True
         if event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg):
             return True

@@ -24,7 +24,8 @@ PYPROJECT = ROOT.parent / "pyproject.toml"
 # Every private module of the core, sorted into what users write flows with (whose
 # public names must be exported from ``callflow``) and the machinery behind it.
 USER_MODULES = {
-    "_app", "_call", "_commands", "_events", "_exceptions", "_machine", "_results", "_settings",
+    "_app", "_call", "_commands", "_events", "_exceptions", "_machine", "_recording",
+    "_results", "_settings",
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app

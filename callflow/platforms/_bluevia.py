@@ -37,6 +37,8 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    StartRecording,
+    StopRecording,
     Transfer,
 )
 from .._events import Event, EventKind
@@ -145,6 +147,8 @@ _NO_COMMANDS = Reply.json({"commands": []})
 
 UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("call", "machine_detection"): "BlueVia cannot tell a person from an answering machine",
+    ("start_recording", None): "BlueVia records only while the flow waits: use record()",
+    ("recording", None): "BlueVia records only while the flow waits: use record()",
 }
 
 
@@ -194,7 +198,11 @@ class BlueVia:
         return dataclasses.replace(event, kind=kind, name=str(failed))
 
     def check(self, command: Command) -> None:
-        """BlueVia carries every neutral command: they were modelled on it."""
+        """BlueVia carries the neutral commands modelled on it; it records only in
+        ``record``, which the flow waits for."""
+        if isinstance(command, StartRecording | StopRecording):
+            raise UnsupportedFeature("start_recording", self.name,
+                                     hint=UNSUPPORTED[("start_recording", None)])
 
     def unsupported(self) -> Mapping[tuple[str, str | None], str]:
         return UNSUPPORTED
@@ -317,6 +325,9 @@ class BlueVia:
             return [{"dial": {"number": target}}, {"hangup": {}}]
         if isinstance(command, Resume):
             return [{"redirect": {"actionUrl": url_for(command.step)}}]
+        if isinstance(command, StartRecording | StopRecording):
+            self.check(command)
+            return []  # pragma: no cover (check raises)
         url = url_for(command.step)
         resume = {"redirect": {"actionUrl": url}}
         if isinstance(command, Gather):

@@ -70,6 +70,8 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    StartRecording,
+    StopRecording,
     Transfer,
 )
 from .._events import Event, EventKind, HangupBy
@@ -293,6 +295,8 @@ class Telnyx:
             kind, answered_by = _detected(name, payload.get("result"), state["amd"])
         digits = payload.get("digits", payload.get("digit"))
         url = duration = None
+        if name == "call.recording.saved" and state.get("bg"):
+            kind = "recording_saved"
         if name == "call.recording.saved":
             urls = payload.get("recording_urls") or payload.get("public_recording_urls") or {}
             if isinstance(urls, dict):
@@ -534,6 +538,20 @@ class Telnyx:
             return await self._dial(ctl, command)
         if isinstance(command, Transfer):
             await self._transfer(ctl, command)
+            return None
+        if isinstance(command, StartRecording):
+            # Runs beside whatever follows (docs: start-recording); "bg" in the state
+            # makes its call.recording.saved a recording_saved for the session (_parse).
+            body = {"format": "wav", "channels": "dual" if command.dual else "single",
+                    **self._stamp(ctl, ctl.next_seq(), s=command.id)}
+            body["client_state"] = _encode_state({**_decode_state(body["client_state"]),
+                                                  "bg": 1})
+            await ctl.post(self.action(ctl.leg, "record_start", body))
+            return None
+        if isinstance(command, StopRecording):
+            with suppress(CallflowError):  # already stopped (the call is ending): fine
+                await ctl.post(self.action(ctl.leg, "record_stop",
+                                           self._stamp(ctl, ctl.next_seq())))
             return None
         return await self._conference(ctl, command)
 

@@ -52,6 +52,8 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    StartRecording,
+    StopRecording,
     Transfer,
 )
 from .._events import Event, EventKind
@@ -275,6 +277,13 @@ class Twilio:
             fields.setdefault("leg_id", call_sid)
             return Event(kind=kind, name=name, **{**base, **fields})
 
+        if query.get("rec"):
+            # A <Start><Recording>'s recordingStatusCallback: "completed" with the file.
+            if form.get("RecordingStatus", "completed") != "completed" or step is None:
+                return []
+            return [event("recording_saved", "RecordingStatusCallback", step=step,
+                          recording_url=form.get("RecordingUrl") or None,
+                          duration=_number(form.get("RecordingDuration")) or 0.0)]
         if query.get("leg") == "answer":
             # A dialled number answered: Twilio fetches its <Number url> on the new leg.
             parent = form.get("ParentCallSid") or query.get("call", "")
@@ -389,8 +398,23 @@ class Twilio:
             ET.SubElement(dial, "Number").text = command.number
             ET.SubElement(response, "Hangup")
             return
+        if isinstance(command, StopRecording):
+            stop = ET.SubElement(response, "Stop")
+            ET.SubElement(stop, "Recording", name=f"callflow-{command.id}")
+            return
         if url_for is None:
             raise TypeError(f"rendering {command!r} needs url_for")
+        if isinstance(command, StartRecording):
+            # twilio.com/docs/voice/twiml/recording: recording starts at once and the
+            # document goes on; the status callback (its URL says which recording) brings
+            # the file once it is complete.
+            start = ET.SubElement(response, "Start")
+            ET.SubElement(start, "Recording", name=f"callflow-{command.id}",
+                          channels="dual" if command.dual else "mono",
+                          recordingStatusCallback=f"{url_for(command.id)}&rec=1",
+                          recordingStatusCallbackMethod="POST",
+                          recordingStatusCallbackEvent="completed")
+            return
         action = url_for(command.step)
         if isinstance(command, Resume):
             self._redirect(response, action)

@@ -47,6 +47,7 @@ from ._asgi import Receive, Scope, Send
 from ._errors import ApiError, WireError
 from ._http import read_body
 from ._network import DETECTION_SECONDS
+from ._recordings import make_wav
 from ._wire import (
     Command,
     ConferenceProperties,
@@ -215,6 +216,17 @@ class _Answer:
     ok: bool
 
 
+@dataclass(frozen=True)
+class _Background:
+    """A ``<Start><Recording>`` running on a call."""
+
+    start: float
+    channels: Literal["mono", "dual"]
+    callback: str | None
+    method: Literal["GET", "POST"]
+    completed: bool  # "completed" is among its recordingStatusCallbackEvent
+
+
 @dataclass
 class _CallState:
     """What the front end knows about one call beyond the engine."""
@@ -229,6 +241,7 @@ class _CallState:
     machine_detection: str | None = None  # Calls.json MachineDetection=
     phone_number_sid: str | None = None
     docs: dict[int, _Doc] = field(default_factory=dict)
+    recordings: dict[str, _Background] = field(default_factory=dict)
     urls: dict[int, tuple[str, Literal["GET", "POST"]]] = field(default_factory=dict)
     leg_sids: dict[str, str] = field(default_factory=dict)
     seen_legs: set[str] = field(default_factory=set)
@@ -417,6 +430,8 @@ class TwilioFrontEnd:
             return
         state.ended = True
         await self._status(call, state, "completed", status)
+        # "The recording stops when the call ends": its callback comes after the call's.
+        await self._stop_recording(call, state, None)
         await self._flush(call, state)
         state.docs.clear()
         state.urls.clear()
@@ -533,6 +548,10 @@ class TwilioFrontEnd:
             elif tag == "Redirect":
                 commands.append(marker("redirect"))
                 doc.after[(index, "redirect")] = len(commands)
+            elif tag in ("Start", "Stop") and [n.tag for n in verb] == ["Recording"]:
+                kind = tag.lower()
+                commands.append(marker(kind))
+                doc.after[(index, kind)] = len(commands)
             else:
                 doc.problems.append(f"<{tag}> is not simulated; skipped")
         commands.append(Hangup())  # a document that runs out of verbs ends the call
@@ -667,6 +686,12 @@ class TwilioFrontEnd:
             extra = self._dial_outcome(call, state, verb)
             if verb.get("action") is None:  # no action: on to the next verb
                 return _outcome(None, doc.rest(index, kind), extra["DialCallStatus"])
+        elif kind in ("start", "stop"):
+            if kind == "start":
+                self._start_recording(call, state, doc, verb[0])
+            else:
+                await self._stop_recording(call, state, verb[0].get("name"))
+            return _outcome(None, doc.rest(index, kind), f"{kind} recording")
         elif kind == "redirect":
             target = _text(verb)
             if not target or (not doc.url and not _is_url(target)):
@@ -683,6 +708,54 @@ class TwilioFrontEnd:
             return _outcome(None, doc.rest(index, kind.removesuffix("-empty")), "no action")
         return await self._fetch(call, state, verb.tag, action, _method(verb.get("method")),
                                  {**self._params(call, state, "in-progress"), **extra})
+
+    def _start_recording(self, call: SimCall, state: _CallState, doc: _Doc,
+                         noun: ET.Element) -> None:
+        """``<Start><Recording>``: record the call from now on, beside what follows
+        (twilio.com/docs/voice/twiml/recording)."""
+        callback = noun.get("recordingStatusCallback")
+        events = (noun.get("recordingStatusCallbackEvent") or "completed").split()
+        name = noun.get("name") or f"RE{uuid.uuid4().hex}"
+        if name in state.recordings:
+            call._log("error", f"TwiML: a recording named {name} is running already")
+            return
+        state.recordings[name] = _Background(
+            call.clock.now(), "dual" if noun.get("channels") == "dual" else "mono",
+            urljoin(doc.url, callback) if callback and doc.url else callback,
+            _method(noun.get("recordingStatusCallbackMethod")), "completed" in events)
+        call._log("recording-started", f"recording the call in the background ({name})",
+                  call.main, background=True)
+
+    async def _stop_recording(self, call: SimCall, state: _CallState,
+                              name: str | None) -> None:
+        """Stop the recording ``name`` (None: every one, the call is over) and send its
+        ``recordingStatusCallback`` with the file (RecordingStatus ``completed``)."""
+        names = [name] if name is not None else list(state.recordings)
+        for key in names:
+            running = state.recordings.pop(key, None)
+            if running is None:
+                continue
+            end = call.clock.now()
+            duration = end - running.start
+            talks = [(max(s, running.start) - running.start, min(e, end) - running.start)
+                     for leg in call.legs for s, e in leg.talks if e > running.start and s < end]
+            key = uuid.uuid4().hex  # the simulator serves /recordings/<hex>.wav
+            sid = "RE" + key
+            url = self.sim.store_recording(key, make_wav(duration, talks))
+            call._log("recording-stopped", f"recorded {duration:.1f}s {url}", call.main,
+                      recordingUrl=url, duration=duration, background=True)
+            if running.callback is None or not running.completed:
+                continue
+            params = {"AccountSid": self.account_sid, "CallSid": call.call_id,
+                      "RecordingSid": sid, "RecordingUrl": url,
+                      "RecordingStatus": "completed",
+                      "RecordingDuration": str(round(duration)),
+                      "RecordingChannels": "2" if running.channels == "dual" else "1",
+                      "RecordingStartTime": _rfc2822(self.sim.epoch + running.start),
+                      "RecordingSource": "StartCallRecordingTwiML"}
+            await self._webhook(call, state, _Request("RecordingStatusCallback",
+                                                      running.callback, running.method,
+                                                      params), blocking=False)
 
     def _recording(self, call: SimCall) -> dict[str, str] | None:
         """The last recording's action parameters; None when nobody spoke into it."""

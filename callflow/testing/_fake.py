@@ -25,6 +25,8 @@ from .._commands import (
     Record,
     Resume,
     Say,
+    StartRecording,
+    StopRecording,
     Transfer,
 )
 from .._events import Event, EventKind
@@ -129,6 +131,7 @@ class FakeCall:
         self._dial: dict[str, DialOutcome] = {}
         self._conference: dict[str, float] = {}
         self._recordings = 0
+        self._background: dict[int, float] = {}  # background recordings: id -> start
         self._tg: TaskGroup | None = None
         self._pushed: list[Command] = []
         self._push_event = anyio.Event()
@@ -332,11 +335,21 @@ class FakeCall:
             return None
         if isinstance(command, Hangup):
             self._log("app", "hangs up")
+            for id in list(self._background):  # the end of the call stops them
+                await self._save_background(id)
             self.ended_by = "app"
             await self._deliver("hangup", by="app")
             return None
         if isinstance(command, Resume):
             return await self._deliver("resumed", step=command.step)
+        if isinstance(command, StartRecording):
+            self._log("app", f"starts recording {command.id}" + (" (dual)" if command.dual
+                                                                 else ""))
+            self._background[command.id] = self.clock
+            return None
+        if isinstance(command, StopRecording):
+            await self._save_background(command.id)
+            return None
         if isinstance(command, Transfer):
             outcome = self._dial.get(command.number, DialOutcome())
             self._log("app", f"transfers the caller to {command.number}")
@@ -363,6 +376,17 @@ class FakeCall:
             self._log("caller", f"leaves conference {command.name!r}")
             return await self._deliver("resumed", step=command.step)
         raise TypeError(f"FakeCall cannot run {command!r}")  # pragma: no cover
+
+    async def _save_background(self, id: int) -> None:
+        """A background recording stops: the network reports it saved."""
+        start = self._background.pop(id, None)
+        if start is None:
+            return
+        seconds = round(self.clock - start, 1)
+        self._log("app", f"stops recording {id} ({seconds:g}s)")
+        await self._deliver("recording_saved", step=id, duration=seconds,
+                            recording_url=f"https://recordings.invalid/{self.call.id}/"
+                                          f"background-{id}.wav")
 
     def _caller_hangs_up(self) -> bool:
         if self.hang_up_at is not None and self.blocking >= self.hang_up_at:
