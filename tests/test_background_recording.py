@@ -118,7 +118,8 @@ def test_telnyx_tells_a_background_recording_from_a_record() -> None:
     assert event.recording_url == "https://s3.example/r.wav"
 
 
-async def test_on_the_twilio_simulator_the_recording_reaches_the_flow() -> None:
+@pytest.mark.parametrize("platform", ["twilio", "telnyx"])
+async def test_on_the_simulator_the_recording_reaches_the_flow(platform: str) -> None:
     app = callflow.App()
     app.flow(number=NUMBER)(support)
     calls: list[callflow.Call] = []
@@ -131,7 +132,7 @@ async def test_on_the_twilio_simulator_the_recording_reaches_the_flow() -> None:
         return session
 
     app._new_session = keep  # type: ignore[assignment,method-assign]
-    sim = Simulator(platform="twilio")
+    sim = Simulator(platform=platform)
     async with serve_simulator(sim) as sim_url:
         app.configure(callflow.Settings(platform_url=sim_url, response_budget=1.0,
                                         **sim.app_settings()))
@@ -146,19 +147,23 @@ async def test_on_the_twilio_simulator_the_recording_reaches_the_flow() -> None:
             with anyio.fail_after(20):
                 transcript = await call.wait_ended()
                 await app.wait_ended(calls[0].id)
+                if platform == "telnyx":
+                    await sim.frontend.wait_delivered(call)  # type: ignore[attr-defined]
             rec = calls[0].data["recording"]
             assert isinstance(rec.result, RecordResult) and rec.result.url is not None
             async with httpx.AsyncClient() as http:
                 wav = await http.get(rec.result.url)
     assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
     assert rec.result.duration >= 6
-    assert [e.kind for e in transcript.entries if e.data.get("background")] == [
+    assert [e.kind for e in transcript.entries if e.kind.startswith("recording")] == [
         "recording-started", "recording-stopped"]
     assert transcript.texts("error") == []
 
 
-async def test_a_recording_the_caller_hung_up_on_reaches_the_ended_call() -> None:
-    """Twilio sends the recording's callback after the call's own end: the app, which
+@pytest.mark.parametrize("platform", ["twilio", "telnyx"])
+async def test_a_recording_the_caller_hung_up_on_reaches_the_ended_call(platform: str
+                                                                       ) -> None:
+    """The platform reports the recording after the call's own end: the app, which
     has forgotten the call by then, still puts it on ``call.recordings``."""
     async def flow(call: callflow.Call) -> None:
         await call.start_recording()
@@ -176,7 +181,7 @@ async def test_a_recording_the_caller_hung_up_on_reaches_the_ended_call() -> Non
         return session
 
     app._new_session = keep  # type: ignore[assignment,method-assign]
-    sim = Simulator(platform="twilio")
+    sim = Simulator(platform=platform)
     async with serve_simulator(sim) as sim_url:
         app.configure(callflow.Settings(platform_url=sim_url, response_budget=1.0,
                                         **sim.app_settings()))
@@ -189,6 +194,8 @@ async def test_a_recording_the_caller_hung_up_on_reaches_the_ended_call() -> Non
             with anyio.fail_after(20):
                 await call.wait_ended()
                 await app.wait_ended(calls[0].id)
+                if platform == "telnyx":
+                    await sim.frontend.wait_delivered(call)  # type: ignore[attr-defined]
     [rec] = calls[0].recordings
     assert rec.result is not None and rec.result.url is not None
     assert rec.result.duration >= 5

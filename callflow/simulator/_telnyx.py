@@ -76,6 +76,7 @@ from ._clock import Signal
 from ._errors import ApiError, ConfigError, WireError
 from ._http import read_body
 from ._network import DETECTION_SECONDS, Line, Outcome, Phone
+from ._recordings import make_wav
 from ._transcript import EntryKind, TranscriptEntry
 from ._wire import (
     Command,
@@ -84,7 +85,6 @@ from ._wire import (
     GetDigits,
     Hangup,
     Play,
-    Record,
     Redirect,
     Speak,
     Wait,
@@ -354,6 +354,8 @@ class _Action:
     """A bridge leg that stays up (parked) when the other leg leaves."""
     done: bool = False
     """Its ending webhook is out; the marker only moves the leg on."""
+    stopped: bool = False
+    """A recording asked to stop (``record_stop``)."""
 
     @property
     def marker(self) -> Redirect:
@@ -437,6 +439,10 @@ class _Group:
     parked_since: float = 0.0
     """Simulated time the group last became parked (or heard from the app)."""
     was_parked: bool = False
+    told_at: float = 0.0
+    """Real time of the last webhook delivered about the group."""
+    heard_at: float = 0.0
+    """Real time of the app's last request about the group."""
 
     @property
     def root(self) -> _Leg:
@@ -451,6 +457,12 @@ class _Group:
         """True while every live leg waits for the app (and one is live)."""
         live = [leg for leg in self.legs if not leg.ended]
         return bool(live) and all(leg.parked for leg in live)
+
+    @property
+    def idle(self) -> bool:
+        """True while no live leg runs an action (recordings may run)."""
+        live = [leg for leg in self.legs if not leg.ended]
+        return bool(live) and all(leg.idle for leg in live)
 
 
 @dataclass(eq=False)
@@ -487,7 +499,7 @@ class _Leg:
     @property
     def owed(self) -> bool:
         """The app was told something about this parked leg and has not answered since."""
-        return self.parked and self.turn_at > self.heard_at
+        return self.idle and self.turn_at > self.heard_at
 
     @property
     def number_from(self) -> str:
@@ -503,6 +515,13 @@ class _Leg:
 
     @property
     def parked(self) -> bool:
+        # A recording runs on by itself: a leg with one is not waiting on the app (time
+        # runs, and it is not hung up as idle) unless the app owes it an answer (owed).
+        return self.idle and self.recording is None
+
+    @property
+    def idle(self) -> bool:
+        """No action runs on the leg (a recording may)."""
         return not self.ended and not self.ringing and self.current is None
 
 
@@ -895,6 +914,11 @@ class TelnyxFrontEnd:
             leg.client_state = state  # "add state to every subsequent webhook"
         self._remember(command_id)
         self._heard(leg.group, leg, self.legs.get(str(body.get("call_control_id"))))
+        if name == "record_start":
+            # It owes the app nothing soon (the recording runs on by itself), and the app
+            # usually goes on with its next command at once: hold simulated time a moment
+            # for it, so that the next command lands where the app sent it.
+            leg.group.react_until = time.monotonic() + self.reaction_hold
 
     def _repeated(self, command_id: str | None) -> bool:
         """Whether a command with this ``command_id`` came in the last 60 seconds (for any
@@ -1069,20 +1093,61 @@ class TelnyxFrontEnd:
         # will be applied ... The default value is 0 (infinite)" (api-reference:
         # start-recording): a caller who never speaks is recorded up to max_length.
         silence = _int(body, "timeout_secs", 0, minimum=0, maximum=14400)
+        if leg.recording is not None:
+            # One at a time: the simulator's own rule (record_stop names no recording).
+            raise _Problem(422, "10015", "Recording already in progress",
+                           "The call is being recorded already: record_stop it first.")
+        # A recording runs beside whatever the call does (speak, gather, bridge...): "Start
+        # recording the call. Recording will stop on call hang-up, or can be initiated via
+        # the stop recording command" (api-reference: start-recording).  So it is no
+        # engine command (which would hold the line): the front end times it itself.
         action = self._action("record", state, body)
-        action.commands = [Record(timeout=silence or NO_LIMIT,
-                                  play_beep=_bool(body, "play_beep", False),
-                                  maximum_length=max_length or NO_LIMIT,
-                                  timeout_after_speech=True), action.marker]
-        self._interrupt(leg)
-        self._start(leg, action)
+        leg.recording = action
+        self._spawn(self._record, leg, action, _bool(body, "play_beep", False),
+                    float(max_length or NO_LIMIT), float(silence or NO_LIMIT))
+        self._update(leg.group)
+
+    async def _record(self, leg: _Leg, action: _Action, beep: bool, max_length: float,
+                      silence: float) -> None:
+        """A recording from now until ``record_stop``, the hang-up, ``max_length``, or
+        ``silence`` seconds without speech once the caller has spoken."""
+        from ._engine import BEEP_SECONDS
+
+        call, clock = leg.call, self.sim.clock
+        if beep:
+            call._log("beep", "beep", call.main)
+            await clock.sleep(BEEP_SECONDS)
+        start = clock.now()
+        call._log("recording-started", "recording", call.main)
+        call._recording = True  # a script's press goes ahead, as during a record
+        call.changed.notify()
+        try:
+            while not action.stopped and not call.terminated and not leg.ended:
+                now = clock.now()
+                sounds = [end for _, end in call.main.talks if end > start]
+                deadline = start + max_length
+                if sounds:
+                    deadline = min(deadline, max(sounds) + silence)
+                if now >= deadline:
+                    break
+                await call.changed.wait(deadline - now)
+        finally:
+            call._recording = False
+            end = clock.now()
+            talks = [(max(s, start) - start, min(e, end) - start)
+                     for s, e in call.main.talks if e > start and s < end]
+            url = self.sim.store_recording(str(uuid.uuid4()), make_wav(end - start, talks))
+            # The transcript entry makes the call.recording.saved (_observe).
+            call._log("recording-stopped", f"recorded {end - start:.1f}s {url}", call.main,
+                      recordingUrl=url, duration=end - start)
+            self._update(leg.group)
 
     async def _do_record_stop(self, leg: _Leg, body: dict[str, Any],
                               state: str | None) -> None:
-        action = leg.current
-        if action is not None and action.kind == "record":
-            # Cut the Record short: the engine saves what it has, then the marker runs.
-            self._run(leg, [action.marker])
+        action = leg.recording
+        if action is not None:
+            action.stopped = True
+            leg.call.changed.notify()
 
     async def _do_send_dtmf(self, leg: _Leg, body: dict[str, Any], state: str | None) -> None:
         self._require_answered(leg)
@@ -1369,7 +1434,7 @@ class TelnyxFrontEnd:
             self._emit(leg, "call.playback.started",
                        {"media_url": action.body.get("audio_url"), "overlay": False},
                        state=action.state)
-        elif action.kind == "record":
+        elif action.kind == "record":  # pragma: no cover (recordings are no actions)
             leg.recording = action
         elif action.kind == "conference" and action.conference is not None:
             self._emit(leg, "conference.participant.joined",
@@ -1870,8 +1935,9 @@ class TelnyxFrontEnd:
                         # A key outside a gather may mean something to the app (the end of
                         # a recording, a barge-in): its reaction time, not simulated time.
                         group.react_until = time.monotonic() + self.reaction_hold
-                elif leg.parked:
+                elif leg.idle:
                     leg.turn_at = time.monotonic()  # the app's move, about this leg
+                group.told_at = time.monotonic()
                 self._stamp(group)
             else:
                 group.stamp = -math.inf  # an app that cannot be reached holds no time
@@ -1941,6 +2007,7 @@ class TelnyxFrontEnd:
             if leg is not None:
                 leg.heard_at = now
         group.react_until = 0.0
+        group.heard_at = now
         self._stamp(group)
 
     def _hold_until(self, group: _Group) -> float | None:
@@ -1951,6 +2018,10 @@ class TelnyxFrontEnd:
         ends = [group.react_until]
         if group.parked:  # every leg waits for the app
             ends.append(group.stamp + hold)
+        elif group.idle and group.told_at > group.heard_at:
+            # Only a recording runs, and the app was told something it has not answered
+            # yet (a dialled party hung up): its turn, as if parked.
+            ends.append(group.told_at + hold)
         # A leg the app was just told about (say, the one of three dialled that answered)
         # waits for the app even while the others still ring.
         ends.extend(leg.turn_at + hold for leg in group.legs if leg.owed)
