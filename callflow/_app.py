@@ -818,7 +818,8 @@ class App:
                     return call_id, *retried
                 await self._durable.end_call(call_id)
             return call_id, self._fallback(event, session), False
-        if session is None and event.kind == "recording_saved":
+        if session is None and event.kind == "recording_saved" and (
+                self._durable is None or call_id in self._unsaved):
             self._late_recording(event)
             return call_id, None, False
         if event.kind == "hangup" and (

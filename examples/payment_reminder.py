@@ -14,10 +14,12 @@ Serve it, then place a call (the platform must reach the served app)::
     callflow serve examples/payment_reminder.py --platform twilio
     callflow dial examples/payment_reminder.py +34600000001 --flow payment_reminder
 
-Try it without a phone, as a person pressing 1, or with an answering machine on the line::
+Try it without a phone, as a person pressing 1 (on BlueVia, whose start-up check warns
+that it cannot detect machines), or on Twilio with an answering machine on the line::
 
     callflow call examples/payment_reminder.py --press 1
-    callflow call examples/payment_reminder.py --platform twilio --phone +34600000001=machine
+    callflow call examples/payment_reminder.py --platform twilio --flow payment_reminder \
+        --machine-detection wait_for_beep --phone +34600000001=machine
 
 From Python, in the process that serves the app::
 

@@ -44,6 +44,26 @@ def load(name: str) -> ModuleType:
     return module
 
 
+def test_the_example_says_how_to_run_it_and_imports_only_callflow() -> None:
+    module = load("payment_reminder")
+    doc = module.__doc__ or ""
+    assert "callflow serve examples/payment_reminder.py" in doc
+    assert "callflow call examples/payment_reminder.py --press 1" in doc
+    assert isinstance(module.app, callflow.App)
+    source = (EXAMPLES / "payment_reminder.py").read_text()
+    imports = {line.split()[1] for line in source.splitlines()
+               if line.startswith(("import ", "from "))}
+    assert imports == {"__future__", "callflow"}
+
+
+def test_the_start_up_check_on_bluevia_names_machine_detection() -> None:
+    app = load("payment_reminder").app
+    warnings = app.check_platform()
+    assert len(warnings) == 1
+    assert "payment_reminder.py" in warnings[0]
+    assert "bluevia does not support call(machine_detection=...)" in warnings[0]
+
+
 # -- FakeCall --------------------------------------------------------------------------------
 
 
