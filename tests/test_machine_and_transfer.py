@@ -175,6 +175,16 @@ def test_a_phone_configured_as_a_machine() -> None:
                                                   "greeting": "long"}}})
 
 
+def test_the_command_lines_phone_option_makes_a_machine() -> None:
+    from callflow.cli._simulator import phone_option
+
+    number, spec = phone_option("+34600000001=machine,greeting=8,beep=no,record=20")
+    assert number == "+34600000001"
+    machine = Phone.from_config(spec).machine
+    assert machine is not None and (machine.greeting, machine.beep, machine.record) == (
+        8, False, 20)
+
+
 # -- end to end on the simulator ---------------------------------------------------------------
 
 

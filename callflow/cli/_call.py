@@ -150,7 +150,9 @@ def add_parser(subparsers: Any) -> None:
     network.add_argument(
         "--phone", action="append", default=[], metavar="NUMBER=BEHAVIOUR",
         help="how a dialled number behaves: answer, busy, no-answer, unreachable, fail, "
-             "with options: +34910000001=answer,after=2,press=1,hang_up_after=10 (repeatable)",
+             "machine (an answering machine), with options: "
+             "+34910000001=answer,after=2,press=1,hang_up_after=10 or "
+             "+34600000001=machine,greeting=8,beep=no (repeatable)",
     )
     network.add_argument(
         "--numbers", metavar="FILE",
