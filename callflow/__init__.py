@@ -14,7 +14,9 @@ from ._commands import (
     Command,
     Conference,
     ConferenceOptions,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -49,7 +51,14 @@ from ._exceptions import (
 )
 from ._machine import AnsweredBy, MachineDetection
 from ._recording import Recording
-from ._results import DialResult, DialStatus, GatherResult, RecordResult
+from ._results import (
+    DialResult,
+    DialStatus,
+    GatherResult,
+    QueueResult,
+    QueueStatus,
+    RecordResult,
+)
 from ._settings import Settings
 
 __version__ = "0.1.0"
@@ -64,10 +73,12 @@ __all__ = (
     "Conference",
     "ConferenceOptions",
     "ConfigurationError",
+    "Dequeue",
     "Dial",
     "DialResult",
     "DialStatus",
     "Direction",
+    "Enqueue",
     "Event",
     "EventKind",
     "Fenced",
@@ -87,6 +98,8 @@ __all__ = (
     "PlatformError",
     "Play",
     "Prompt",
+    "QueueResult",
+    "QueueStatus",
     "Record",
     "RecordResult",
     "Recording",

@@ -1036,7 +1036,8 @@ def _no_url(step: int) -> str:
 
 
 _VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conference", "hangup",
-                    "menu", "call", "transfer", "start_recording", "recording"})
+                    "menu", "call", "transfer", "start_recording", "recording", "enqueue",
+                    "take_next"})
 
 
 def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:

@@ -14,7 +14,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._commands import (
     Conference,
     ConferenceOptions,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     HangupReason,
     Pause,
@@ -29,7 +31,7 @@ from ._commands import (
 from ._events import Event
 from ._machine import AnsweredBy
 from ._recording import Recording
-from ._results import DialResult, GatherResult, RecordResult
+from ._results import DialResult, GatherResult, QueueResult, RecordResult
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -264,6 +266,30 @@ class Call:
             time_limit=float(time_limit),
         )
         await self._session.block(lambda step: Conference(step, name=name, options=options))
+
+    async def enqueue(self, name: str, *, music: str | None = None,
+                      announce_every: float = 30, max_wait: float = 0) -> QueueResult:
+        """Wait in queue ``name`` until an agent's ``take_next(name)`` takes the caller.
+
+        The caller hears ``music`` (an audio URL) and, every ``announce_every`` seconds,
+        their position in the queue and the expected wait.  Returns when the caller's
+        conversation with the agent is over (``bridged``), or after ``max_wait`` seconds
+        (0: no limit) without an agent (``left``).  Twilio's queues (``<Enqueue>``).
+        """
+        result: QueueResult = await self._session.block(
+            lambda step: Enqueue(step, name, music, float(announce_every), float(max_wait)))
+        return result
+
+    async def take_next(self, name: str, *, timeout: float = 30) -> DialResult:
+        """Bridge this caller (an agent) to the caller who waited longest in queue ``name``.
+
+        Waits up to ``timeout`` seconds for someone to be in the queue; returns when the
+        conversation is over (``answered``, with its duration), or ``no_answer`` when
+        nobody came.  Twilio's queues (``<Dial><Queue>``).
+        """
+        result: DialResult = await self._session.block(
+            lambda step: Dequeue(step, name, float(timeout)))
+        return result
 
     async def hangup(self, reason: HangupReason = "rejected") -> None:
         """End the call now; later verbs raise ``CallEnded``."""

@@ -16,7 +16,9 @@ __all__ = (
     "Command",
     "Conference",
     "ConferenceOptions",
+    "Dequeue",
     "Dial",
+    "Enqueue",
     "Gather",
     "Hangup",
     "Pause",
@@ -144,6 +146,32 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Put the caller in queue ``name`` until an agent takes them (or they leave it).
+
+    They hear ``music`` (an audio URL; None: silence) and, every ``announce_every``
+    seconds, their position and the expected wait.  ``max_wait`` (0: none) takes them out
+    of the queue after that many seconds of waiting.
+    """
+
+    step: int
+    name: str
+    music: str | None = None
+    announce_every: float = 30.0
+    max_wait: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeue:
+    """Bridge the caller (an agent) to the caller who waited longest in queue ``name``,
+    waiting up to ``timeout`` seconds for one to arrive."""
+
+    step: int
+    name: str
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class StartRecording:
     """Start recording the call in the background; ``id`` names it for ``StopRecording``.
 
@@ -173,6 +201,6 @@ class Resume:
     step: int
 
 
-BlockingCommand: TypeAlias = Gather | Record | Dial | Conference
+BlockingCommand: TypeAlias = Gather | Record | Dial | Conference | Enqueue | Dequeue
 Command: TypeAlias = (Say | Play | Pause | Gather | Record | Dial | Conference | Hangup | Resume
-                     | Transfer | StartRecording | StopRecording)
+                     | Transfer | StartRecording | StopRecording | Enqueue | Dequeue)

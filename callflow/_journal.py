@@ -32,7 +32,9 @@ from ._commands import (
     Command,
     Conference,
     ConferenceOptions,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -46,7 +48,7 @@ from ._commands import (
 )
 from ._events import Event
 from ._exceptions import HistoryError, NonDeterminismError, StepError
-from ._results import DialResult, GatherResult, RecordResult
+from ._results import DialResult, GatherResult, QueueResult, RecordResult
 from ._waiter import Waiter
 from .stores import Entry
 
@@ -65,8 +67,8 @@ __all__ = (
 
 _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     Say, Play, Pause, Gather, Record, Dial, Conference, ConferenceOptions, Hangup, Resume, Transfer,
-    StartRecording, StopRecording,
-    GatherResult, RecordResult, DialResult,
+    StartRecording, StopRecording, Enqueue, Dequeue,
+    GatherResult, RecordResult, DialResult, QueueResult,
 )}
 
 

@@ -38,7 +38,9 @@ from ._commands import (
     BlockingCommand,
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -59,7 +61,14 @@ from ._journal import (
     encode_result,
 )
 from ._recording import Recording
-from ._results import DialResult, DialStatus, GatherResult, RecordResult
+from ._results import (
+    DialResult,
+    DialStatus,
+    GatherResult,
+    QueueResult,
+    QueueStatus,
+    RecordResult,
+)
 from ._spawner import Cancellable
 from ._waiter import Waiter
 
@@ -180,11 +189,15 @@ class _Pending:
                 return True
             return False
         if event.kind == "resumed" and event.step == command.step:
-            self.result = self._final_result()
+            if isinstance(command, Enqueue):
+                self.result = _queue_result(event)
+            else:
+                self.result = self._final_result()
             return True
         if isinstance(command, Record) and event.kind == "recording_stopped":
             self.recording = (event.recording_url, event.duration or 0.0)
-        elif (isinstance(command, Dial) and event.leg_id and event.leg_id != caller_leg
+        elif (isinstance(command, Dial | Dequeue) and event.leg_id
+              and event.leg_id != caller_leg
               and (spent is None or event.leg_id not in spent)):
             self._feed_leg(event)
         return False
@@ -210,7 +223,7 @@ class _Pending:
         if isinstance(command, Record):
             url, duration = self.recording or (None, 0.0)
             return RecordResult(url=url, duration=duration)
-        if isinstance(command, Dial):
+        if isinstance(command, Dial | Dequeue):
             if self.leg is not None:
                 duration = 0.0
                 if self.talked is not None:
@@ -227,6 +240,16 @@ class _Pending:
             reason = next((r for _, r in self.failures if r), None)
             return DialResult(status, reason=reason)
         return None  # Conference: the caller left the room
+
+
+_QUEUE_STATUS: dict[str, QueueStatus] = {"bridged": "bridged", "leave": "left"}
+
+
+def _queue_result(event: Event) -> QueueResult:
+    """An ``enqueue``'s answer: how the wait ended (``reason``), how long it was."""
+    status = _QUEUE_STATUS.get(event.reason or "", "failed")
+    return QueueResult(status, waited=event.duration or 0.0,
+                       reason=None if status != "failed" else event.reason)
 
 
 def _gather_result(digits: str, finish_on_key: str) -> GatherResult:
@@ -496,7 +519,7 @@ class Session:
         if pending is None or self.ended:
             return False
         command = pending.command
-        if isinstance(command, Dial):
+        if isinstance(command, Dial | Dequeue):
             return (event.kind in _COLLECTED and event.kind != "recording_stopped"
                     and bool(event.leg_id) and event.leg_id != self.caller_leg)
         return isinstance(command, Record) and event.kind == "recording_stopped"
@@ -512,7 +535,7 @@ class Session:
     def _collecting(self, event: Event) -> bool:
         """Whether a waiting dial or record may collect ``event`` (see ``_Pending.feed``)."""
         pending = self.pending
-        return (pending is not None and isinstance(pending.command, Dial | Record)
+        return (pending is not None and isinstance(pending.command, Dial | Record | Dequeue)
                 and event.kind in _COLLECTED)
 
     def waits_on_platform(self) -> bool:
@@ -521,7 +544,7 @@ class Session:
         talk for long with no news."""
         pending = self.pending
         if pending is not None and not self.ended:
-            return not isinstance(pending.command, Dial | Conference)
+            return not isinstance(pending.command, Dial | Conference | Enqueue | Dequeue)
         return self._marker is not None or self._held
 
     def last_answer(self) -> tuple[EventKey | None, list[Command] | None, bool]:
@@ -578,8 +601,8 @@ class Session:
     def _note_batch(self, kind: str, commands: list[Command], *, key: EventKey | None = None,
                     first: bool = False) -> None:
         assert self.journal is not None
-        block = next((c for c in commands if isinstance(c, Gather | Record | Dial | Conference)),
-                     None)
+        block = next((c for c in commands if isinstance(
+            c, Gather | Record | Dial | Conference | Enqueue | Dequeue)), None)
         entry: dict[str, Any] = {
             "t": kind, "cmds": [encode_command(c) for c in commands], "counter": self.step,
             "block": encode_command(block) if block is not None else None,

@@ -28,7 +28,9 @@ import httpx
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -149,6 +151,8 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("call", "machine_detection"): "BlueVia cannot tell a person from an answering machine",
     ("start_recording", None): "BlueVia records only while the flow waits: use record()",
     ("recording", None): "BlueVia records only while the flow waits: use record()",
+    ("enqueue", None): "call queues are not built on BlueVia conferences yet",
+    ("take_next", None): "call queues are not built on BlueVia conferences yet",
 }
 
 
@@ -203,6 +207,9 @@ class BlueVia:
         if isinstance(command, StartRecording | StopRecording):
             raise UnsupportedFeature("start_recording", self.name,
                                      hint=UNSUPPORTED[("start_recording", None)])
+        if isinstance(command, Enqueue | Dequeue):
+            verb = "enqueue" if isinstance(command, Enqueue) else "take_next"
+            raise UnsupportedFeature(verb, self.name, hint=UNSUPPORTED[(verb, None)])
 
     def unsupported(self) -> Mapping[tuple[str, str | None], str]:
         return UNSUPPORTED
@@ -325,7 +332,7 @@ class BlueVia:
             return [{"dial": {"number": target}}, {"hangup": {}}]
         if isinstance(command, Resume):
             return [{"redirect": {"actionUrl": url_for(command.step)}}]
-        if isinstance(command, StartRecording | StopRecording):
+        if isinstance(command, StartRecording | StopRecording | Enqueue | Dequeue):
             self.check(command)
             return []  # pragma: no cover (check raises)
         url = url_for(command.step)

@@ -61,7 +61,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -107,6 +109,8 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("conference", "speak_on_enter"): "Call Control conferences have no entry announcement",
     ("conference", "speak_on_exit"): "Call Control conferences have no exit announcement",
     ("conference", "play_on_exit"): "Call Control conferences have no exit announcement",
+    ("enqueue", None): "Call Control queues (enqueue) are not supported by callflow yet",
+    ("take_next", None): "Call Control queues (enqueue) are not supported by callflow yet",
 }
 
 
@@ -334,6 +338,9 @@ class Telnyx:
         return UNSUPPORTED
 
     def check(self, command: Command) -> None:
+        if isinstance(command, Enqueue | Dequeue):
+            verb = "enqueue" if isinstance(command, Enqueue) else "take_next"
+            raise UnsupportedFeature(verb, self.name, hint=UNSUPPORTED[(verb, None)])
         if isinstance(command, Conference):
             o = command.options
             for option in ("speak_on_enter", "speak_on_exit", "play_on_exit"):
@@ -547,6 +554,8 @@ class Telnyx:
             body["client_state"] = _encode_state({**_decode_state(body["client_state"]),
                                                   "bg": 1})
             await ctl.post(self.action(ctl.leg, "record_start", body))
+            return None
+        if isinstance(command, Enqueue | Dequeue):  # pragma: no cover (check refuses them)
             return None
         if isinstance(command, StopRecording):
             with suppress(CallflowError):  # already stopped (the call is ending): fine

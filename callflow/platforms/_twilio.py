@@ -43,7 +43,9 @@ import httpx
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -277,6 +279,8 @@ class Twilio:
             fields.setdefault("leg_id", call_sid)
             return Event(kind=kind, name=name, **{**base, **fields})
 
+        if query.get("wait"):
+            return []  # an <Enqueue waitUrl> request: direct_reply answers it
         if query.get("rec"):
             # A <Start><Recording>'s recordingStatusCallback: "completed" with the file.
             if form.get("RecordingStatus", "completed") != "completed" or step is None:
@@ -317,6 +321,12 @@ class Twilio:
             failure = _DIAL_FAILURES.get(status, "failed")
             return [event(failure, f"DialCallStatus={status}", leg_id=leg, callee="",
                           reason=status), resumed]
+        if "QueueResult" in form:
+            # The <Enqueue> action: when the caller left the queue, or when the call an
+            # agent's <Dial><Queue> bridged them to is over (twilio.com/docs/voice/twiml/
+            # enqueue#action).
+            return [event("resumed", "Enqueue", step=step, reason=form["QueueResult"],
+                          duration=_number(form.get("QueueTime")) or 0.0)]
         if "RecordingUrl" in form:
             return [event("recording_stopped", "RecordingStopped",
                           recording_url=form["RecordingUrl"] or None,
@@ -344,10 +354,40 @@ class Twilio:
         return event
 
     def direct_reply(self, webhook: Webhook) -> Reply | None:
+        if webhook.query.get("wait"):
+            return Reply(200, self._wait_twiml(webhook), "text/xml")
         if webhook.query.get("leg") != "answer":
             return None
         whisper = _decode_whisper(webhook.query.get("whisper", ""))
         return Reply(200, self.render((), prompt=whisper), "text/xml")
+
+    def _wait_twiml(self, webhook: Webhook) -> bytes:
+        """What a queued caller hears until the waitUrl is requested again: their position
+        and the expected wait, then the music (or silence) until the next announcement;
+        ``<Leave/>`` once they have waited ``max_wait``."""
+        form = {name: values[0] for name, values in _form_params(webhook.body).items()}
+        query = webhook.query
+        response = ET.Element("Response")
+        waited = _int(form.get("QueueTime"))
+        limit = _int(query.get("max"))
+        if limit and waited >= limit:
+            ET.SubElement(response, "Leave")
+        else:
+            position = _int(form.get("QueuePosition"))
+            average = _int(form.get("AvgQueueTime"))
+            if position:
+                self._prompt(response, Say(f"You are number {position} in the queue."))
+            if average:
+                minutes = max(1, round(average / 60))
+                self._prompt(response, Say(
+                    f"The expected wait is about {minutes} minute{'s' if minutes > 1 else ''}."))
+            music = query.get("music")
+            if music:
+                self._prompt(response, Play(music))
+            else:
+                every = max(1, _int(query.get("every")) or 30)
+                ET.SubElement(response, "Pause", length=str(every))
+        return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(response)
 
     def render(self, commands: Sequence[Command], *, url_for: UrlFor | None = None,
                first: bool = False, prompt: Prompt | None = None) -> bytes:
@@ -448,6 +488,21 @@ class Twilio:
             for number in command.numbers:
                 noun = ET.SubElement(dial, "Number", url=answer_url, method="POST")
                 noun.text = number
+        elif isinstance(command, Enqueue):
+            # The waitUrl is requested again each time its TwiML has run (with the
+            # caller's QueuePosition, QueueTime, AvgQueueTime): direct_reply answers it.
+            wait = f"{action}&wait=1&every={_whole(command.announce_every)}"
+            if command.music:
+                wait += f"&music={quote(command.music, safe='')}"
+            if command.max_wait:
+                wait += f"&max={_whole(command.max_wait)}"
+            node = ET.SubElement(response, "Enqueue", action=action, method="POST",
+                                 waitUrl=wait, waitUrlMethod="POST")
+            node.text = command.name
+        elif isinstance(command, Dequeue):
+            dial = ET.SubElement(response, "Dial", action=action, method="POST",
+                                 timeout=str(_whole(command.timeout)))
+            ET.SubElement(dial, "Queue").text = command.name
         elif isinstance(command, Conference):
             o = command.options
             dial = ET.SubElement(response, "Dial", action=action, method="POST")
@@ -585,6 +640,14 @@ class Twilio:
                                 f"({response.status_code}): {response.text[:200]}",
                                 status=response.status_code, body=response.text)
         return f"{number} ({sid}): VoiceUrl and StatusCallback set"
+
+
+def _int(value: str | None) -> int:
+    """A whole number from a request, 0 when absent or not one (it only shapes a prompt)."""
+    try:
+        return max(0, int(float(value or 0)))
+    except (ValueError, OverflowError):  # "inf", "nan" and the like
+        return 0
 
 
 def _number(value: str | None) -> float | None:

@@ -78,6 +78,8 @@ LOOP_FOREVER = 1000
 MAX_DOCS = 16
 """TwiML documents kept per call: markers refer to the current one or its predecessor."""
 PAGE_SIZE = 50
+QUEUE_POLL = 2.0
+"""Simulated seconds between an agent's looks at an empty queue."""
 
 # Amazon Polly's male voices (Polly.<Name>, any engine suffix): the rest speak as "female".
 _MALE_VOICES = frozenset({
@@ -216,6 +218,19 @@ class _Answer:
     ok: bool
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A caller in a queue (``<Enqueue>``)."""
+
+    name: str
+    call: SimCall
+    joined: float
+    doc_id: int
+    index: int
+    bridged_at: float | None = None
+    agent: str | None = None
+
+
 @dataclass(frozen=True)
 class _Background:
     """A ``<Start><Recording>`` running on a call."""
@@ -242,6 +257,9 @@ class _CallState:
     phone_number_sid: str | None = None
     docs: dict[int, _Doc] = field(default_factory=dict)
     recordings: dict[str, _Background] = field(default_factory=dict)
+    waiting: _Waiting | None = None  # in a queue
+    dequeued: _Waiting | None = None  # the caller an agent's <Dial><Queue> took
+    dequeue_by: float | None = None  # until when an agent's <Dial><Queue> waits
     urls: dict[int, tuple[str, Literal["GET", "POST"]]] = field(default_factory=dict)
     leg_sids: dict[str, str] = field(default_factory=dict)
     seen_legs: set[str] = field(default_factory=set)
@@ -284,6 +302,8 @@ class TwilioFrontEnd:
         self._numbers: dict[str, dict[str, str]] = {}  # the Twilio-only fields of a number
         self._pending: _CallState | None = None  # the state of a call Calls.json creates
         self._ids = itertools.count(1)
+        self._queues: dict[str, list[_Waiting]] = {}
+        self._waited: dict[str, list[float]] = {}  # seconds each dequeued caller waited
 
     def app_settings(self) -> dict[str, str]:
         """The ``Settings`` fields an app needs to use this simulator as its Twilio."""
@@ -429,6 +449,11 @@ class TwilioFrontEnd:
         if state.ended:
             return
         state.ended = True
+        if state.waiting is not None:  # hung up in the queue
+            queue = self._queues.get(state.waiting.name, [])
+            if state.waiting in queue:
+                queue.remove(state.waiting)
+            state.waiting = None
         await self._status(call, state, "completed", status)
         # "The recording stops when the call ends": its callback comes after the call's.
         await self._stop_recording(call, state, None)
@@ -531,6 +556,10 @@ class TwilioFrontEnd:
                 ))
                 commands.append(marker("record"))
                 doc.after[(index, "record")] = len(commands)
+            elif tag == "Enqueue" or (tag == "Dial" and any(n.tag == "Queue" for n in verb)):
+                kind = "enqueue" if tag == "Enqueue" else "dequeue"
+                commands.append(marker(kind))
+                doc.after[(index, kind)] = len(commands)
             elif tag == "Dial":
                 dial = self._dial(call, doc, verb)
                 if dial is not None:
@@ -686,6 +715,8 @@ class TwilioFrontEnd:
             extra = self._dial_outcome(call, state, verb)
             if verb.get("action") is None:  # no action: on to the next verb
                 return _outcome(None, doc.rest(index, kind), extra["DialCallStatus"])
+        elif kind in ("enqueue", "dequeue", "enqueue-done", "dequeue-done"):
+            return await self._queue_marker(call, state, doc, index, kind)
         elif kind in ("start", "stop"):
             if kind == "start":
                 self._start_recording(call, state, doc, verb[0])
@@ -708,6 +739,115 @@ class TwilioFrontEnd:
             return _outcome(None, doc.rest(index, kind.removesuffix("-empty")), "no action")
         return await self._fetch(call, state, verb.tag, action, _method(verb.get("method")),
                                  {**self._params(call, state, "in-progress"), **extra})
+
+    # -- queues: <Enqueue>, <Dial><Queue> (twilio.com/docs/voice/twiml/enqueue, .../queue) ---
+
+    def _queue_params(self, waiting: _Waiting) -> dict[str, str]:
+        queue = self._queues.setdefault(waiting.name, [])
+        done = self._waited.get(waiting.name, [])
+        return {"QueueSid": "QU" + hashlib.md5(waiting.name.encode()).hexdigest(),
+                "QueuePosition": str(queue.index(waiting) + 1) if waiting in queue else "0",
+                "QueueTime": str(int(waiting.call.clock.now() - waiting.joined)),
+                "AvgQueueTime": str(int(sum(done) / len(done)) if done else 0),
+                "CurrentQueueSize": str(len(queue))}
+
+    async def _queue_marker(self, call: SimCall, state: _CallState, doc: _Doc, index: int,
+                            kind: str) -> NotificationOutcome:
+        verb = doc.verbs[index]
+        here = f"{MARKER}{doc.doc_id}/{index}/"
+        if kind == "enqueue":
+            waiting = state.waiting
+            if waiting is None:
+                name = _text(verb)
+                waiting = state.waiting = _Waiting(name, call, call.clock.now(), doc.doc_id,
+                                                   index)
+                self._queues.setdefault(name, []).append(waiting)
+                call._log("music", f"waits in queue {name!r}", call.main, queue=name)
+            params = {**self._params(call, state, "in-progress"),
+                      **self._queue_params(waiting)}
+            url = verb.get("waitUrl")
+            commands: list[Command] = [Wait(10.0)]  # Twilio's own hold music, in silence
+            if url:
+                target = urljoin(doc.url, url) if doc.url else url
+                answer = await self._webhook(call, state, _Request(
+                    "WaitUrl", target, _method(verb.get("waitUrlMethod")), params),
+                    blocking=True)
+                nodes = list(answer.doc) if answer is not None and answer.doc is not None else []
+                if any(node.tag == "Leave" for node in nodes):
+                    return await self._left_queue(call, state, doc, index, "leave")
+                played = self._prompts(doc, [n for n in nodes
+                                             if n.tag in ("Say", "Play", "Pause")])
+                commands = played or [Wait(1.0)]
+            return _outcome(None, [*commands, Redirect(f"{here}enqueue")], "in queue")
+        if kind == "enqueue-done":
+            return await self._left_queue(call, state, doc, index, "bridged")
+        if kind == "dequeue":
+            # "If the queue is empty, Dial will wait until the next person joins the queue
+            # or until the <Dial> timeout duration is reached" (twiml/queue).  Waiting is
+            # done in the engine (a notification in flight holds simulated time still).
+            queue_name = next(_text(n) for n in verb if n.tag == "Queue")
+            if state.dequeue_by is None:
+                state.dequeue_by = call.clock.now() + _number(verb.get("timeout"), 30.0,
+                                                              least=1.0)
+            queue = [w for w in self._queues.get(queue_name, []) if not w.call.terminated]
+            left = state.dequeue_by - call.clock.now()
+            if not queue and left > 0:
+                return _outcome(None, [Wait(min(QUEUE_POLL, left)),
+                                       Redirect(f"{here}dequeue")], "nobody in the queue")
+            state.dequeue_by = None
+            if not queue:
+                return await self._dequeued(call, state, doc, index,
+                                            {"DialCallStatus": "no-answer"})
+            waiting = queue[0]
+            self._queues[queue_name].remove(waiting)
+            room = f"queue-{uuid.uuid4().hex}"
+            waiting.bridged_at, waiting.agent = call.clock.now(), call.call_id
+            state.dequeued = waiting
+            bridge = Dial(conference=room,
+                          conference_properties=ConferenceProperties(end_on_exit=True))
+            waiting.call.set_commands([bridge, Redirect(
+                f"{MARKER}{waiting.doc_id}/{waiting.index}/enqueue-done")])
+            return _outcome(None, [bridge, Redirect(f"{here}dequeue-done")], "bridging")
+        waiting = state.dequeued
+        state.dequeued = None
+        params = {"DialCallStatus": "completed"}
+        if waiting is not None and waiting.bridged_at is not None:
+            params.update(DialCallSid=waiting.call.call_id, DialCallDuration=str(
+                int(call.clock.now() - waiting.bridged_at)))
+        return await self._dequeued(call, state, doc, index, params)
+
+    async def _dequeued(self, call: SimCall, state: _CallState, doc: _Doc, index: int,
+                        params: dict[str, str]) -> NotificationOutcome:
+        """The agent's <Dial><Queue> is over: its action, or the next verb."""
+        verb = doc.verbs[index]
+        if verb.get("action") is None:
+            return _outcome(None, doc.rest(index, "dequeue"), params["DialCallStatus"])
+        action = doc.action(verb)
+        assert action is not None
+        return await self._fetch(call, state, "Dial", action, _method(verb.get("method")),
+                                 {**self._params(call, state, "in-progress"), **params})
+
+    async def _left_queue(self, call: SimCall, state: _CallState, doc: _Doc, index: int,
+                          result: str) -> NotificationOutcome:
+        """The caller is out of the queue (``bridged`` and back, or ``leave``): the
+        <Enqueue> action with QueueResult and QueueTime, or the next verb."""
+        waiting, state.waiting = state.waiting, None
+        params = self._params(call, state, "in-progress")
+        if waiting is not None:
+            params.update(self._queue_params(waiting))
+            end = waiting.bridged_at if waiting.bridged_at is not None else call.clock.now()
+            params["QueueTime"] = str(int(end - waiting.joined))
+            self._waited.setdefault(waiting.name, []).append(end - waiting.joined)
+            if waiting in self._queues.get(waiting.name, []):
+                self._queues[waiting.name].remove(waiting)
+        params["QueueResult"] = result
+        verb = doc.verbs[index]
+        if verb.get("action") is None:
+            return _outcome(None, doc.rest(index, "enqueue"), result)
+        action = doc.action(verb)
+        assert action is not None
+        return await self._fetch(call, state, "Enqueue", action, _method(verb.get("method")),
+                                 params)
 
     def _start_recording(self, call: SimCall, state: _CallState, doc: _Doc,
                          noun: ET.Element) -> None:

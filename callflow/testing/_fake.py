@@ -16,7 +16,9 @@ from .._call import Call, Direction
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -130,6 +132,8 @@ class FakeCall:
         self._script: deque[_Step] = deque()
         self._dial: dict[str, DialOutcome] = {}
         self._conference: dict[str, float] = {}
+        self._queue: dict[str, tuple[float, float, bool]] = {}
+        self._take: dict[str, tuple[bool, float]] = {}
         self._recordings = 0
         self._background: dict[int, float] = {}  # background recordings: id -> start
         self._tg: TaskGroup | None = None
@@ -184,6 +188,21 @@ class FakeCall:
                 *, talk: float = 10.0, reason: str | None = None) -> FakeCall:
         """What ``number`` does when the flow dials it (default: answers, talks 10 s)."""
         self._dial[number] = DialOutcome(status, talk, reason)
+        return self
+
+    def on_queue(self, name: str, *, wait: float = 30.0, talk: float = 60.0,
+                 left: bool = False) -> FakeCall:
+        """How the caller's wait in queue ``name`` goes: an agent takes them after ``wait``
+        seconds and talks ``talk`` seconds (default), or with ``left`` nobody does and
+        they leave the queue after ``wait`` seconds (``max_wait``)."""
+        self._queue[name] = (wait, talk, left)
+        return self
+
+    def on_take_next(self, name: str, *, waiting: bool = True, talk: float = 60.0
+                     ) -> FakeCall:
+        """Whether someone waits in queue ``name`` when the flow (an agent) takes the next
+        caller (default: yes, and they talk ``talk`` seconds)."""
+        self._take[name] = (waiting, talk)
         return self
 
     def on_conference(self, name: str, *, stay: float) -> FakeCall:
@@ -370,6 +389,34 @@ class FakeCall:
             return await self._record(command)
         if isinstance(command, Dial):
             return await self._dial_numbers(command)
+        if isinstance(command, Enqueue):
+            wait, talk, left = self._queue.get(command.name, (30.0, 60.0, False))
+            if command.max_wait and wait > command.max_wait:
+                wait, left = command.max_wait, True
+            self._log("app", f"puts the caller in queue {command.name!r}")
+            self.clock += wait
+            if left:
+                self._log("network", f"the caller leaves queue {command.name!r}")
+                return await self._deliver("resumed", step=command.step, reason="leave",
+                                           duration=wait)
+            self._log("network", f"an agent takes the caller; they talk {talk:g}s")
+            self.clock += talk
+            return await self._deliver("resumed", step=command.step, reason="bridged",
+                                       duration=wait)
+        if isinstance(command, Dequeue):
+            waiting, talk = self._take.get(command.name, (True, 60.0))
+            self._log("app", f"takes the next caller of queue {command.name!r}")
+            leg = f"queue-{self.blocking}"
+            if not waiting:
+                self.clock += command.timeout
+                self._log("network", f"nobody in queue {command.name!r}")
+                await self._deliver("no_answer", leg_id=leg, callee="")
+            else:
+                await self._deliver("answered", leg_id=leg, callee="")
+                self.clock += talk
+                self._log("network", f"the queued caller talks {talk:g}s and hangs up")
+                await self._deliver("hangup", leg_id=leg, callee="", by="caller")
+            return await self._deliver("resumed", step=command.step)
         if isinstance(command, Conference):
             self._log("app", f"puts the caller in conference {command.name!r}")
             self.clock += self._conference.get(command.name, 60.0)

@@ -11,10 +11,11 @@ import anyio
 import pytest
 
 import callflow
+from callflow._loader import load_app
 from callflow.simulator import Phone, Transcript
 
 from ._wire import normalise
-from .test_replay import served
+from .test_replay import EXAMPLES, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -55,9 +56,10 @@ async def run_support(**settings: Any) -> tuple[Transcript, list[Any], list[Any]
 
 
 def same(transcript: Transcript) -> str:
-    """The transcript without the recordings' random file names."""
-    return re.sub(r"recordings/[0-9a-f]+\.wav", "recordings/R.wav",
+    """The transcript without random names (recordings, the rooms of queue bridges)."""
+    text = re.sub(r"recordings/[0-9a-f]+\.wav", "recordings/R.wav",
                   normalise(transcript.render()))
+    return re.sub(r"queue-[0-9a-f]+", "queue-Q", text)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -96,3 +98,41 @@ async def test_a_rebuilt_call_keeps_who_answered(sqlite_url: str) -> None:
             transcript = await call.wait_ended()
     assert "for a machine" in transcript.spoken
     assert transcript.texts("error") == []
+
+
+async def run_queue(**settings: Any) -> tuple[Transcript, Transcript, list[Any]]:
+    app = load_app(EXAMPLES / "support_queue.py")
+    results: list[Any] = []
+    original = app._new_session
+
+    def keep(*args: Any) -> Any:
+        session = original(*args)
+        if session is not None:
+            results.append(session.call.data)
+        return session
+
+    app._new_session = keep  # type: ignore[method-assign]
+    async with served(app, "twilio", **settings) as (sim, _):
+        with sim.subscribe() as events:
+            caller = await sim.place_inbound_call(CALLER, "+34900000005",
+                                                  script=["wait:number 1 in the queue"])
+            async for event in events:
+                if (event.entry is not None and event.call is caller
+                        and caller.transcript.spoken.count(
+                            "You are number 1 in the queue.") == 2):
+                    break
+        agent = await sim.place_inbound_call("+34610000001", "+34900000006",
+                                             script=["talk:3", "hangup:10"])
+        with anyio.fail_after(15):
+            heard = await caller.wait_ended()
+            spoke = await agent.wait_ended()
+    return heard, spoke, results
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_queued_call_replays_as_in_memory(sqlite_url: str) -> None:
+    memory, memory_agent, _ = await run_queue()
+    replayed, replayed_agent, _ = await run_queue(store=sqlite_url, cache_size=0)
+    assert same(replayed) == same(memory)
+    assert same(replayed_agent) == same(memory_agent)
+    assert replayed.texts("error") == [] and replayed_agent.texts("error") == []
