@@ -15,7 +15,7 @@ Serve it, then call the numbers (the platform must reach the served app)::
 
 Try it without a phone (nobody takes the caller: after the wait, a message)::
 
-    callflow call examples/support_queue.py --platform twilio --press 1
+    callflow call examples/support_queue.py --platform twilio --step wait:beep --step talk:3
 """
 
 from __future__ import annotations
