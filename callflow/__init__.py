@@ -14,7 +14,9 @@ from ._commands import (
     Command,
     Conference,
     ConferenceOptions,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -25,6 +27,9 @@ from ._commands import (
     Say,
     SendDigits,
     SpeechInput,
+    StartRecording,
+    StopRecording,
+    Transfer,
     Voice,
 )
 from ._events import Event, EventKind
@@ -47,8 +52,17 @@ from ._exceptions import (
     UnsupportedFeature,
 )
 from ._hotkeys import HotkeyHandler, HotkeyPressed, Hotkeys
+from ._machine import AnsweredBy, MachineDetection
+from ._recording import Recording
 from ._records import CallRecord, HungUpBy
-from ._results import DialResult, DialStatus, GatherResult, RecordResult
+from ._results import (
+    DialResult,
+    DialStatus,
+    GatherResult,
+    QueueResult,
+    QueueStatus,
+    RecordResult,
+)
 from ._settings import Settings
 from ._ssml import EmphasisLevel, ProsodyPitch, ProsodyRate, ProsodyVolume, Speech
 
@@ -83,6 +97,7 @@ if not TYPE_CHECKING:  # a module __getattr__ seen by mypy would hide misspelt n
         return sorted(set(globals()) | set(_LAZY))
 
 __all__ = (
+    "AnsweredBy",
     "App",
     "Call",
     "CallEnded",
@@ -92,11 +107,13 @@ __all__ = (
     "Conference",
     "ConferenceOptions",
     "ConfigurationError",
+    "Dequeue",
     "Dial",
     "DialResult",
     "DialStatus",
     "Direction",
     "EmphasisLevel",
+    "Enqueue",
     "Event",
     "EventKind",
     "Fenced",
@@ -112,6 +129,7 @@ __all__ = (
     "Hotkeys",
     "HungUpBy",
     "Lifespan",
+    "MachineDetection",
     "NonDeterminismError",
     "NotificationError",
     "OutboundCallError",
@@ -123,8 +141,11 @@ __all__ = (
     "ProsodyPitch",
     "ProsodyRate",
     "ProsodyVolume",
+    "QueueResult",
+    "QueueStatus",
     "Record",
     "RecordResult",
+    "Recording",
     "Resume",
     "Say",
     "SchemaTooNew",
@@ -132,9 +153,12 @@ __all__ = (
     "Settings",
     "Speech",
     "SpeechInput",
+    "StartRecording",
     "StepError",
+    "StopRecording",
     "StoreError",
     "StoreUnavailable",
+    "Transfer",
     "UnsupportedFeature",
     "Voice",
     "__version__",

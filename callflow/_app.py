@@ -41,9 +41,11 @@ from ._exceptions import (
 )
 from ._expiry import Expiry
 from ._logformat import running
+from ._machine import AnsweredBy, MachineDetection
 from ._metrics import Metrics, TimedStore
+from ._recording import UNSAVED_MEMORY, Recording
 from ._records import CallEndHook, CallLog
-from ._results import DialStatus
+from ._results import DialStatus, RecordResult
 from ._runner import Runner
 from ._session import EventKey, Flow, Session, event_key, same_notification
 from ._settings import Settings
@@ -125,6 +127,8 @@ class OutboundCallResult:
     call_id: str
     status: DialStatus
     reason: str | None = None
+    answered_by: AnsweredBy | None = None
+    """With ``machine_detection``: who answered (``call.answered_by``)."""
 
     @property
     def answered(self) -> bool:
@@ -141,6 +145,14 @@ class _Outbound:
     placed: float = field(default_factory=time.time)
     status: DialStatus | None = None
     reason: str | None = None
+    machine_detection: MachineDetection | None = None
+    answered_by: AnsweredBy | None = None
+
+
+def _answered_by(value: str | None) -> AnsweredBy:
+    """An answered event's ``answered_by``, checked: what the platform could not tell is
+    ``unknown``."""
+    return value if value in ("human", "machine") else "unknown"  # type: ignore[return-value]
 
 
 def _normalise(number: str) -> str:
@@ -185,6 +197,7 @@ class App:
         self._hangup_waiters: dict[str, anyio.Event] = {}
         self._end_waiters: dict[str, anyio.Event] = {}
         self._outbound: dict[str, _Outbound] = {}
+        self._unsaved: OrderedDict[str, Call] = OrderedDict()  # see finished()
         self._runners: dict[str, Runner] = {}
         self._tg: TaskGroup | None = None
         self._spawner: Spawner | None = None
@@ -525,6 +538,11 @@ class App:
             self._count_end(session)
         if _logformat.remembering:
             _logformat.remember(session)
+        if any(r.result is None for r in session.call.recordings):
+            # The platform reports a recording once it is saved, often after the call.
+            self._unsaved[call_id] = session.call
+            if len(self._unsaved) > UNSAVED_MEMORY:
+                self._unsaved.popitem(last=False)
         if self.sessions.get(call_id) is session:
             del self.sessions[call_id]
         if self._durable is not None:
@@ -669,11 +687,15 @@ class App:
         flow: str | Flow | None = None,
         caller_id: str | None = None,
         data: dict[str, Any] | None = None,
+        machine_detection: MachineDetection | None = None,
     ) -> OutboundCallResult:
         """Place an outbound call; the flow starts when it is answered.
 
         Returns once the call is answered (the flow then runs on its own) or has
         failed (busy, no answer...), in which case the flow never starts.
+        ``machine_detection`` (``detect`` or ``wait_for_beep``) asks the platform who
+        answered: the flow starts once it knows, with ``call.answered_by`` set, and
+        with ``wait_for_beep`` after a machine's greeting (see ``callflow._machine``).
         """
         spec = self.get_flow(flow)
         if data is not None and self._durable is not None:
@@ -687,14 +709,21 @@ class App:
             raise ConfigurationError("no caller id: pass caller_id= or register a flow number")
         token = secrets.token_urlsafe(12)
         pending = _Outbound(spec, e164(to, what="App.call()"),
-                            e164(caller, what="App.call(caller_id=...)"), data)
+                            e164(caller, what="App.call(caller_id=...)"), data,
+                            machine_detection=machine_detection)
+        detection: dict[str, Any] = {}
+        if machine_detection is not None:
+            if machine_detection not in ("detect", "wait_for_beep"):
+                raise ValueError(f"machine_detection must be 'detect' or 'wait_for_beep', "
+                                 f"not {machine_detection!r}")
+            detection["machine_detection"] = machine_detection
         self._outbound[token] = pending
         try:
             try:
                 call_id = await self.platform.create_call(
                     self.http, to=pending.to, caller_id=pending.caller_id,
                     callback_url=f"{self.callback_url}?out={token}",
-                    fallback_url=self.fallback_url,
+                    fallback_url=self.fallback_url, **detection,
                 )
             except PlatformError as exc:
                 if self.metrics is not None:
@@ -713,7 +742,8 @@ class App:
                     call_id=call_id, caller=pending.caller_id, callee=pending.to,
                     flow=spec.name, outcome=pending.status, placed=pending.placed,
                     data=data, reason=pending.reason)
-            return OutboundCallResult(call_id, pending.status, pending.reason)
+            return OutboundCallResult(call_id, pending.status, pending.reason,
+                                      answered_by=pending.answered_by)
         finally:
             del self._outbound[token]
 
@@ -869,6 +899,16 @@ class App:
         prefix = f"{self.callback_url}?call={quote(call_id, safe='')}&step="
         return lambda step: f"{prefix}{step}"
 
+    def _late_recording(self, event: Event) -> None:
+        """A background recording saved after its call ended: onto ``call.recordings``."""
+        call = self._unsaved.get(event.call_id)
+        if call is None or event.step is None:
+            return
+        Recording.take(call.recordings, event.step, RecordResult(
+            url=event.recording_url, duration=event.duration or 0.0))
+        if all(r.result is not None for r in call.recordings):
+            del self._unsaved[event.call_id]
+
     def _log_event(self, event: Event) -> None:
         logger.info("%s ← %s%s%s", event.call_id, event.name or event.kind,
                     f" step {event.step}" if event.step is not None else "",
@@ -889,6 +929,10 @@ class App:
                     return call_id, *retried
                 await self._durable.end_call(call_id)
             return call_id, self._fallback(event, session), False
+        if session is None and event.kind == "recording_saved" and (
+                self._durable is None or call_id in self._unsaved):
+            self._late_recording(event)
+            return call_id, None, False
         if event.kind == "hangup" and (
             session is None or not event.leg_id or event.leg_id == session.caller_leg
         ):
@@ -938,9 +982,12 @@ class App:
         """``execute`` mode: hand the event to its call's runner, starting one for a new call."""
         call_id = event.call_id
         runner = self._runners.get(call_id)
-        if runner is not None:
+        if runner is not None and not (runner.over and event.kind == "recording_saved"):
             runner.session.news_at = anyio.current_time()
             runner.deliver(event)
+            return
+        if event.kind == "recording_saved":
+            self._late_recording(event)
             return
         if call_id in self._ended:
             return
@@ -973,6 +1020,7 @@ class App:
     def _new_session(self, event: Event, query: Mapping[str, str]) -> Session | None:
         direction: Direction
         data: dict[str, Any] | None = None
+        answered_by: AnsweredBy | None = None
         if event.kind == "incoming":
             spec = self.flow_for_number(event.callee)
             if spec is None:
@@ -984,13 +1032,16 @@ class App:
             if pending.status is not None:
                 return None
             pending.status = "answered"
+            if pending.machine_detection is not None:
+                pending.answered_by = _answered_by(event.answered_by)
             pending.outcome.set()
             spec, direction, data = pending.spec, "outbound", pending.data
             caller, callee = pending.caller_id, pending.to
+            answered_by = pending.answered_by
         else:
             return None
         call = Call(event.call_id, caller=caller, callee=callee, direction=direction, data=data,
-                    services=self._services)
+                    services=self._services, answered_by=answered_by)
         if self._call_log.active:
             now = time.time()
             call._began = (pending.placed if direction == "outbound" else now, now)
@@ -1121,7 +1172,8 @@ def _no_url(step: int) -> str:
 
 
 _VERBS = frozenset({"say", "play", "wait", "gather", "record", "dial", "conference", "hangup",
-                    "menu", "send_digits"})
+                    "menu", "send_digits", "call", "transfer", "start_recording", "recording",
+                    "enqueue", "take_next"})
 
 
 def _static_check(platform: Platform, funcs: list[Flow]) -> list[str]:

@@ -19,7 +19,9 @@ from ._commands import (
     DTMF_OUT,
     Conference,
     ConferenceOptions,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     HangupReason,
     Pause,
@@ -29,11 +31,15 @@ from ._commands import (
     Say,
     SendDigits,
     SpeechInput,
+    StartRecording,
+    Transfer,
 )
 from ._events import Event
 from ._exceptions import ConfigurationError
 from ._hotkeys import HotkeyHandler, Hotkeys
-from ._results import DialResult, GatherResult, RecordResult
+from ._machine import AnsweredBy
+from ._recording import Recording
+from ._results import DialResult, GatherResult, QueueResult, RecordResult
 from ._ssml import Speech
 
 if TYPE_CHECKING:
@@ -115,8 +121,8 @@ class Call(Generic[S]):
     ``Call[Services]`` types ``call.services`` (what the app's lifespan yields).
     """
 
-    __slots__ = ("_began", "_hotkeys", "_services", "_session", "_unawaited", "callee", "caller",
-                 "data", "direction", "id")
+    __slots__ = ("_began", "_hotkeys", "_services", "_session", "_unawaited", "answered_by",
+                 "callee", "caller", "data", "direction", "id", "recordings")
 
     def __init__(
         self,
@@ -127,6 +133,7 @@ class Call(Generic[S]):
         direction: Direction = "inbound",
         data: dict[str, Any] | None = None,
         services: Any = _NO_SERVICES,
+        answered_by: AnsweredBy | None = None,
     ) -> None:
         self.id = id
         self.caller = _e164(caller)
@@ -137,6 +144,11 @@ class Call(Generic[S]):
         self._unawaited: _Verb[Any] | None = None
         # (placed, answered) wall-clock times, kept only for call-end hooks (_records).
         self._began: tuple[float, float] | None = None
+        self.answered_by: AnsweredBy | None = answered_by
+        """Who picked up an outbound call placed with ``machine_detection``: ``human``,
+        ``machine`` or ``unknown``; None when no detection was asked."""
+        self.recordings: list[Recording] = []
+        """The call's background recordings (``start_recording``), in order."""
         self._session: Session
         self._hotkeys: list[Hotkeys] = []
 
@@ -407,9 +419,72 @@ class Call(Generic[S]):
         await self._session.block(lambda step: Conference(step, name=name, options=options))
 
     @verb
+    async def enqueue(self, name: str, *, music: str | None = None,
+                      announce_every: float = 30, max_wait: float = 0) -> QueueResult:
+        """Wait in queue ``name`` until an agent's ``take_next(name)`` takes the caller.
+
+        The caller hears ``music`` (an audio URL) and, every ``announce_every`` seconds,
+        their position in the queue and the expected wait.  Returns when the caller's
+        conversation with the agent is over (``bridged``), or after ``max_wait`` seconds
+        (0: no limit) without an agent (``left``).  Twilio's queues (``<Enqueue>``).
+        """
+        result: QueueResult = await self._session.block(
+            lambda step: Enqueue(step, name, music, float(announce_every), float(max_wait)))
+        return result
+
+    @verb
+    async def take_next(self, name: str, *, timeout: float = 30) -> DialResult:
+        """Bridge this caller (an agent) to the caller who waited longest in queue ``name``.
+
+        Waits up to ``timeout`` seconds for someone to be in the queue; returns when the
+        conversation is over (``answered``, with its duration), or ``no_answer`` when
+        nobody came.  Twilio's queues (``<Dial><Queue>``).
+        """
+        result: DialResult = await self._session.block(
+            lambda step: Dequeue(step, name, float(timeout)))
+        return result
+
+    @verb
     async def hangup(self, reason: HangupReason = "rejected") -> None:
         """End the call now; later verbs raise ``CallEnded``."""
         await self._session.hangup(reason)
+
+    @verb
+    async def start_recording(self, *, dual: bool = False) -> Recording:
+        """Start recording the call in the background and return at once (queued).
+
+        ``dual`` records each party on a channel of its own where the platform can.
+        ``await rec.stop()`` stops it; ``rec.result`` is the saved recording once the
+        platform reports it, and ``call.recordings`` lists them all.
+        """
+        session = self._session
+        session.check_alive()
+        recording = Recording(session, session.next_step(), dual=dual)
+        if session.saved_recordings:  # a rebuilt call: saved before this replay got here
+            recording.result = session.saved_recordings.pop(recording.id, None)
+        session.queue(StartRecording(recording.id, dual=dual))
+        self.recordings.append(recording)
+        return recording
+
+    def recording(self, *, dual: bool = False) -> _Recorded:
+        """``async with call.recording(dual=True) as rec:``: record what happens inside."""
+        return _Recorded(self, dual)
+
+    @verb
+    async def transfer(self, number: str, *, caller_id: str | None = None,
+                       timeout: float = 30) -> None:
+        """Put the caller through to ``number`` and leave the call (a blind transfer).
+
+        What the flow queued before is said first; then the caller talks to ``number``
+        until either hangs up, and the flow is done with the call: later verbs raise
+        ``CallEnded``.  When ``number`` does not answer within ``timeout`` seconds (or
+        is busy), the call ends.  To stay with the caller and hear how it went, use
+        ``dial`` instead.
+        """
+        await self._session.leave(Transfer(e164(number, what="transfer()"),
+                                           e164(caller_id, what="transfer(caller_id=...)")
+                                           if caller_id else None,
+                                           float(timeout)))
 
     @verb
     async def menu(
@@ -467,6 +542,24 @@ class Call(Generic[S]):
             session.observers = []
         session.observers.append(send)
         return _drain(session, send, receive)
+
+
+class _Recorded:
+    """What ``call.recording()`` returns: starts on entry, stops on exit."""
+
+    __slots__ = ("_call", "_dual", "_recording")
+
+    def __init__(self, call: Call, dual: bool) -> None:
+        self._call, self._dual = call, dual
+        self._recording: Recording | None = None
+
+    async def __aenter__(self) -> Recording:
+        self._recording = await self._call.start_recording(dual=self._dual)
+        return self._recording
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._recording is not None and not self._call.ended:
+            await self._recording.stop()
 
 
 async def _drain(

@@ -16,7 +16,9 @@ __all__ = (
     "Command",
     "Conference",
     "ConferenceOptions",
+    "Dequeue",
     "Dial",
+    "Enqueue",
     "Gather",
     "Hangup",
     "Pause",
@@ -27,6 +29,9 @@ __all__ = (
     "Say",
     "SendDigits",
     "SpeechInput",
+    "StartRecording",
+    "StopRecording",
+    "Transfer",
     "Voice",
 )
 
@@ -159,6 +164,63 @@ class Hangup:
 
 
 @dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand the caller over to ``number`` and leave the call (a blind transfer).
+
+    The call's last command: the caller talks to ``number`` until either hangs up,
+    and the flow is over.
+    """
+
+    number: str
+    caller_id: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Put the caller in queue ``name`` until an agent takes them (or they leave it).
+
+    They hear ``music`` (an audio URL; None: silence) and, every ``announce_every``
+    seconds, their position and the expected wait.  ``max_wait`` (0: none) takes them out
+    of the queue after that many seconds of waiting.
+    """
+
+    step: int
+    name: str
+    music: str | None = None
+    announce_every: float = 30.0
+    max_wait: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeue:
+    """Bridge the caller (an agent) to the caller who waited longest in queue ``name``,
+    waiting up to ``timeout`` seconds for one to arrive."""
+
+    step: int
+    name: str
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Start recording the call in the background; ``id`` names it for ``StopRecording``.
+
+    ``dual`` keeps each party on a channel of its own (stereo) where the platform can.
+    """
+
+    id: int
+    dual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    """Stop the background recording ``id``; the platform reports it saved later."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Resume:
     """Ask the platform to call back once it has run everything before this.
 
@@ -170,6 +232,7 @@ class Resume:
     step: int
 
 
-BlockingCommand: TypeAlias = Gather | Record | Dial | Conference
+BlockingCommand: TypeAlias = Gather | Record | Dial | Conference | Enqueue | Dequeue
 Command: TypeAlias = (Say | Play | Pause | SendDigits | Gather | Record | Dial | Conference
-                      | Hangup | Resume)
+                      | Hangup | Resume | Transfer | StartRecording | StopRecording | Enqueue
+                      | Dequeue)

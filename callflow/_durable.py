@@ -35,6 +35,7 @@ from ._commands import Command, Hangup
 from ._events import Event
 from ._exceptions import CallflowError, NotificationError, PlatformError
 from ._journal import HistoryError, Journal, decode_command
+from ._results import RecordResult
 from ._session import ANSWERING_KINDS, Session, event_key, same_notification
 from ._waiter import Waiter
 from .stores import Begin, CallState, Entry, Fenced, Store, StoreError
@@ -210,6 +211,7 @@ class DurableCalls:
         start: Entry = {
             "t": "start", "flow": spec.name, "caller": call.caller, "callee": call.callee,
             "direction": call.direction, "data": call.data, "leg": event.leg_id,
+            "answered_by": call.answered_by,
             "key": list(event_key(event)), "platform": app.platform.name,
             "at": round(time.time(), 3),
         }
@@ -283,7 +285,8 @@ class DurableCalls:
             raise HistoryError(f"its flow {start['flow']!r} is not in this app")
         call = Call(call_id, caller=start["caller"], callee=start["callee"],
                     direction=start.get("direction", "inbound"), data=start.get("data"),
-                    services=app._services)
+                    services=app._services,
+                    answered_by=start.get("answered_by"))
         if app._call_log.active and "at" in start:
             call._began = (float(start.get("placed") or start["at"]), float(start["at"]))
         session = Session(app, call, spec.func)
@@ -296,6 +299,9 @@ class DurableCalls:
         session._start_key = tuple(key) if key else None
         session._marker = journal.marker
         session._spent_legs = set(journal.spent_legs) if journal.spent_legs else None
+        saved = {int(e["id"]): RecordResult(url=e.get("url"), duration=e.get("duration", 0.0))
+                 for e in entries if e.get("t") == "recording"}
+        session.saved_recordings = saved or None
         last = journal.last_answer
         if last is not None:
             session._last_key = tuple(last["key"]) if last.get("key") else None

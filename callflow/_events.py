@@ -22,6 +22,7 @@ EventKind: TypeAlias = Literal[
     "playback_stopped",
     "recording_started",
     "recording_stopped",
+    "recording_saved",
     "callback_unavailable",
     "other",
 ]
@@ -40,6 +41,9 @@ class Event:
     tells a redelivery from a new event.  A ``digits`` event answered by speech has
     ``speech`` (the transcript) and ``confidence`` set.  Kind ``other`` is a notification with
     no neutral meaning (``name`` says which: Telnyx ``call.bridged``...).
+    ``recording_saved`` is a background recording saved (``step`` is its id).
+    ``answered_by`` is who answered an outbound call placed with machine detection
+    (``human``, ``machine``, ``unknown``).
     """
 
     kind: EventKind
@@ -58,4 +62,5 @@ class Event:
     id: str = ""
     speech: str | None = None
     confidence: float | None = None
+    answered_by: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -32,7 +32,9 @@ from ._commands import (
     Command,
     Conference,
     ConferenceOptions,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -41,10 +43,13 @@ from ._commands import (
     Resume,
     Say,
     SendDigits,
+    StartRecording,
+    StopRecording,
+    Transfer,
 )
 from ._events import Event
 from ._exceptions import HistoryError, NonDeterminismError, StepError
-from ._results import DialResult, GatherResult, RecordResult
+from ._results import DialResult, GatherResult, QueueResult, RecordResult
 from ._waiter import Waiter
 from .stores import Entry
 
@@ -63,8 +68,8 @@ __all__ = (
 
 _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     Say, Play, Pause, SendDigits, Gather, Record, Dial, Conference, ConferenceOptions, Hangup,
-    Resume,
-    GatherResult, RecordResult, DialResult,
+    Resume, Transfer, StartRecording, StopRecording, Enqueue, Dequeue,
+    GatherResult, RecordResult, DialResult, QueueResult,
 )}
 
 
@@ -264,6 +269,6 @@ class Journal:
                     self.last_answer = entry
             elif kind == "event":
                 self.frontier_events.append(decode_event(entry.get("event", {})))
-            elif kind not in ("start", "end", "note"):
+            elif kind not in ("start", "end", "note", "recording"):
                 raise HistoryError(f"unknown history entry {kind!r}")
         self.position = 0

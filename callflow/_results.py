@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-__all__ = ("DialResult", "DialStatus", "GatherResult", "RecordResult")
+__all__ = ("DialResult", "DialStatus", "GatherResult", "QueueResult", "QueueStatus",
+           "RecordResult")
 
 DialStatus: TypeAlias = Literal["answered", "busy", "no_answer", "failed"]
+QueueStatus: TypeAlias = Literal["bridged", "left", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +65,21 @@ class DialResult:
     @property
     def answered(self) -> bool:
         return self.status == "answered"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueResult:
+    """How a caller's wait in a queue ended, and how long they waited (seconds).
+
+    ``bridged``: an agent took them (``enqueue`` returns when that conversation is over);
+    ``left``: they waited ``max_wait`` seconds; ``failed``: the platform could not queue
+    them (the queue is full...), ``reason`` says why.
+    """
+
+    status: QueueStatus
+    waited: float = 0.0
+    reason: str | None = None
+
+    @property
+    def bridged(self) -> bool:
+        return self.status == "bridged"

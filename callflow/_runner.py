@@ -279,6 +279,9 @@ class Runner:
                                                  or event.kind in LEG_FAILURES):
                     await self._caller_gone(event)
                     return
+                if event.kind == "recording_saved":  # a background recording's file
+                    await self.session.handle(event)
+                    continue
                 for watch in list(self.watches):
                     watch.offer(event)
 

@@ -39,7 +39,9 @@ from ._commands import (
     BlockingCommand,
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -60,7 +62,15 @@ from ._journal import (
     encode_result,
 )
 from ._logformat import CURRENT
-from ._results import DialResult, DialStatus, GatherResult, RecordResult
+from ._recording import Recording
+from ._results import (
+    DialResult,
+    DialStatus,
+    GatherResult,
+    QueueResult,
+    QueueStatus,
+    RecordResult,
+)
 from ._spawner import Cancellable
 from ._waiter import Waiter
 
@@ -181,11 +191,15 @@ class _Pending:
                 return True
             return False
         if event.kind == "resumed" and event.step == command.step:
-            self.result = self._final_result()
+            if isinstance(command, Enqueue):
+                self.result = _queue_result(event)
+            else:
+                self.result = self._final_result()
             return True
         if isinstance(command, Record) and event.kind == "recording_stopped":
             self.recording = (event.recording_url, event.duration or 0.0)
-        elif (isinstance(command, Dial) and event.leg_id and event.leg_id != caller_leg
+        elif (isinstance(command, Dial | Dequeue) and event.leg_id
+              and event.leg_id != caller_leg
               and (spent is None or event.leg_id not in spent)):
             self._feed_leg(event)
         return False
@@ -211,7 +225,7 @@ class _Pending:
         if isinstance(command, Record):
             url, duration = self.recording or (None, 0.0)
             return RecordResult(url=url, duration=duration)
-        if isinstance(command, Dial):
+        if isinstance(command, Dial | Dequeue):
             if self.leg is not None:
                 duration = 0.0
                 if self.talked is not None:
@@ -228,6 +242,16 @@ class _Pending:
             reason = next((r for _, r in self.failures if r), None)
             return DialResult(status, reason=reason)
         return None  # Conference: the caller left the room
+
+
+_QUEUE_STATUS: dict[str, QueueStatus] = {"bridged": "bridged", "leave": "left"}
+
+
+def _queue_result(event: Event) -> QueueResult:
+    """An ``enqueue``'s answer: how the wait ended (``reason``), how long it was."""
+    status = _QUEUE_STATUS.get(event.reason or "", "failed")
+    return QueueResult(status, waited=event.duration or 0.0,
+                       reason=None if status != "failed" else event.reason)
 
 
 def _gather_result(event: Event, finish_on_key: str) -> GatherResult:
@@ -323,6 +347,9 @@ class _Over:
     async def hangup(self, reason: Any) -> None:
         self.check_alive()
 
+    async def leave(self, last: Command) -> None:
+        self.check_alive()
+
     async def run_step(self, func: Callable[..., Any], args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> Any:
         self.check_alive()
@@ -365,6 +392,7 @@ class Session:
         "observers",
         "outbox",
         "pending",
+        "saved_recordings",
         "started",
         "step",
     )
@@ -409,6 +437,8 @@ class Session:
         # When the call began, and when its last notification came (the host's clock:
         # ``anyio.current_time``), for the memory mode's expiry (``callflow._expiry``).
         self.born_at = self.news_at = 0.0
+        # Background recordings saved before a replay reached their start_recording().
+        self.saved_recordings: dict[int, RecordResult] | None = None
         call._session = self
 
     # -- the transport side ---------------------------------------------------
@@ -422,6 +452,9 @@ class Session:
         if self.observers is not None:
             self._observe(event)
         self.first_batch = False
+        if event.kind == "recording_saved":
+            self._recording_saved(event)
+            return None
         key: EventKey | None = None
         if event.kind in ANSWERING_KINDS or (
             event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg)
@@ -473,6 +506,19 @@ class Session:
             self.journal.add({"t": "event", "event": encode_event(event)})
         return None
 
+    def _recording_saved(self, event: Event) -> None:
+        """A background recording is saved: it becomes its ``Recording``'s result."""
+        if event.step is None:
+            return
+        result = RecordResult(url=event.recording_url, duration=event.duration or 0.0)
+        if self.journal is not None:
+            self.journal.add({"t": "recording", "id": event.step, "url": result.url,
+                              "duration": result.duration})
+        if not Recording.take(self.call.recordings, event.step, result):
+            if self.saved_recordings is None:
+                self.saved_recordings = {}
+            self.saved_recordings[event.step] = result
+
     def only_collects(self, event: Event) -> bool:
         """Whether ``event`` is one the waiting ``dial`` or ``record`` only collects.
 
@@ -483,14 +529,14 @@ class Session:
         if pending is None or self.ended:
             return False
         command = pending.command
-        if isinstance(command, Dial):
+        if isinstance(command, Dial | Dequeue):
             return (event.kind in _COLLECTED and event.kind != "recording_stopped"
                     and bool(event.leg_id) and event.leg_id != self.caller_leg)
         return isinstance(command, Record) and event.kind == "recording_stopped"
 
     def is_interested(self, event: Event) -> bool:
         """Whether ``handle(event)`` could change the call (False: answer it from memory)."""
-        if event.kind in ANSWERING_KINDS or event.kind == "hangup":
+        if event.kind in ANSWERING_KINDS or event.kind in ("hangup", "recording_saved"):
             return True
         if event.kind == "answered" and (not self.started or event.leg_id == self.caller_leg):
             return True
@@ -499,7 +545,7 @@ class Session:
     def _collecting(self, event: Event) -> bool:
         """Whether a waiting dial or record may collect ``event`` (see ``_Pending.feed``)."""
         pending = self.pending
-        return (pending is not None and isinstance(pending.command, Dial | Record)
+        return (pending is not None and isinstance(pending.command, Dial | Record | Dequeue)
                 and event.kind in _COLLECTED)
 
     def waits_on_platform(self) -> bool:
@@ -508,7 +554,7 @@ class Session:
         talk for long with no news."""
         pending = self.pending
         if pending is not None and not self.ended:
-            return not isinstance(pending.command, Dial | Conference)
+            return not isinstance(pending.command, Dial | Conference | Enqueue | Dequeue)
         return self._marker is not None or self._held
 
     def last_answer(self) -> tuple[EventKey | None, list[Command] | None, bool]:
@@ -565,8 +611,8 @@ class Session:
     def _note_batch(self, kind: str, commands: list[Command], *, key: EventKey | None = None,
                     first: bool = False) -> None:
         assert self.journal is not None
-        block = next((c for c in commands if isinstance(c, Gather | Record | Dial | Conference)),
-                     None)
+        block = next((c for c in commands if isinstance(
+            c, Gather | Record | Dial | Conference | Enqueue | Dequeue)), None)
         entry: dict[str, Any] = {
             "t": kind, "cmds": [encode_command(c) for c in commands], "counter": self.step,
             "block": encode_command(block) if block is not None else None,
@@ -849,7 +895,11 @@ class Session:
                     await self.journal.commit()
 
     async def hangup(self, reason: Any) -> None:
-        self.queue(Hangup(reason))
+        await self.leave(Hangup(reason))
+
+    async def leave(self, last: Command) -> None:
+        """Queue the call's last command (a hang-up, a transfer), deliver it, and end."""
+        self.queue(last)
         await self.flush()
         self.end(by="app", discard=False)
 

@@ -24,8 +24,8 @@ PYPROJECT = ROOT.parent / "pyproject.toml"
 # Every private module of the core, sorted into what users write flows with (whose
 # public names must be exported from ``callflow``) and the machinery behind it.
 USER_MODULES = {
-    "_app", "_call", "_commands", "_events", "_exceptions", "_hotkeys", "_records", "_results",
-    "_settings", "_ssml",
+    "_app", "_call", "_commands", "_events", "_exceptions", "_hotkeys", "_machine", "_records",
+    "_recording", "_results", "_settings", "_ssml",
 }
 INTERNAL_MODULES = {
     "_asgi",      # ASGI plumbing of the app

@@ -385,12 +385,12 @@ async def test_redirect_replaces_the_document_also_by_get() -> None:
 
 
 async def test_unsupported_verbs_are_errors_in_the_transcript() -> None:
-    app = TwimlApp({"/voice": lambda p: ("<Response><Enqueue>support</Enqueue>"
-                                         "<Say>Still here.</Say></Response>")})
+    app = TwimlApp({"/voice": lambda p: ("<Response><Connect><Stream url=\"wss://x\"/>"
+                                         "</Connect><Say>Still here.</Say></Response>")})
     async with simulator(app) as sim:
         _, transcript = await call_in(sim)
     assert transcript.spoken == ["Still here."]
-    assert transcript.texts("error") == ["TwiML: <Enqueue> is not simulated; skipped"]
+    assert transcript.texts("error") == ["TwiML: <Connect> is not simulated; skipped"]
 
 
 @pytest.mark.parametrize("failure", [500, "not twiml", "slow"])

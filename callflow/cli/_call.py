@@ -29,6 +29,7 @@ import anyio
 from .._app import App
 from .._exceptions import ConfigurationError, PlatformError
 from .._loader import load_app
+from .._machine import MachineDetection
 from .._server import Listener, serving
 from ..simulator import Simulator, SimulatorClient, Transcript, parse_step
 from ._main import (
@@ -157,11 +158,18 @@ def add_parser(subparsers: Any) -> None:
     call.add_argument(
         "--flow", metavar="NAME", help="with --outbound: the flow to run (implies --outbound)",
     )
+    call.add_argument(
+        "--machine-detection", choices=("detect", "wait_for_beep"),
+        help="with --outbound: ask the platform whether a person or an answering machine "
+             "answered (Twilio, Telnyx); try it with --phone NUMBER=machine",
+    )
     network = parser.add_argument_group("the simulated network")
     network.add_argument(
         "--phone", action="append", default=[], metavar="NUMBER=BEHAVIOUR",
         help="how a dialled number behaves: answer, busy, no-answer, unreachable, fail, "
-             "with options: +34910000001=answer,after=2,press=1,hang_up_after=10 (repeatable)",
+             "machine (an answering machine), with options: "
+             "+34910000001=answer,after=2,press=1,hang_up_after=10 or "
+             "+34600000001=machine,greeting=8,beep=no (repeatable)",
     )
     network.add_argument(
         "--numbers", metavar="FILE",
@@ -263,6 +271,7 @@ class _Plan:
     flow: str | None
     steps: list[str]
     phones: list[tuple[str, str | dict[str, Any]]]
+    machine_detection: MachineDetection | None = None
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -305,7 +314,11 @@ def _plan(args: argparse.Namespace) -> _Plan:
         to = to or _default_to(app)
         if app is not None:
             _check_answered(app, to, args.file)
-    return _Plan(app, serve_app, outbound, caller, to, args.flow, steps, phones)
+    if args.machine_detection and not outbound:
+        raise ConfigurationError("--machine-detection is for outbound calls: add --outbound "
+                                 "or --flow NAME")
+    return _Plan(app, serve_app, outbound, caller, to, args.flow, steps, phones,
+                 args.machine_detection)
 
 
 def _default_to(app: App | None) -> str:
@@ -473,7 +486,8 @@ async def _place(app: App | None, client: SimulatorClient, plan: _Plan
         await client.set_phone(plan.to, {"behaviour": "answer", "after": 1.0,
                                          "script": plan.steps})
     try:
-        result = await app.call(plan.to, flow=plan.flow, caller_id=plan.caller)
+        result = await app.call(plan.to, flow=plan.flow, caller_id=plan.caller,
+                                machine_detection=plan.machine_detection)
     except PlatformError as exc:
         raise PlatformError(_platform_hint(app, f"cannot place the call: {exc}", exc.status,
                                            configuring=False, body=exc.body),

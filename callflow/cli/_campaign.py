@@ -179,7 +179,7 @@ def run_campaign(app: App, spec: FlowSpec, caller: str, listener: Any,
         slots = anyio.Semaphore(args.concurrency)
         pace = _Pacer(args.rate)
         with watching_flow_errors() as errors:
-            dialer = Dialer(app, spec, caller, errors)
+            dialer = Dialer(app, spec, caller, errors, args.machine_detection)
 
             async def one(index: int) -> None:
                 outcome = outcomes[index]

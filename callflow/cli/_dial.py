@@ -41,6 +41,7 @@ from ._main import (
 
 if TYPE_CHECKING:
     from .._app import App, FlowSpec
+    from .._machine import MachineDetection
 
 __all__ = ("RETRIABLE", "CallOutcome", "Dialer", "add_parser", "prepare", "refusal", "run_dial",
            "tell", "watching_flow_errors")
@@ -105,6 +106,12 @@ def add_parser(subparsers: Any) -> None:
     call.add_argument(
         "--no-configure", dest="configure", action="store_false",
         help="do not point an unconfigured caller id at this app",
+    )
+    call.add_argument(
+        "--machine-detection", choices=("detect", "wait_for_beep"),
+        help="tell a person from an answering machine (call.answered_by, and answered_by "
+             "in the outcome); wait_for_beep starts the flow after a machine's beep "
+             "(Twilio, Telnyx)",
     )
     call.add_argument(
         "--json", action="store_true",
@@ -181,6 +188,8 @@ class CallOutcome:
     error: str | None = None
     call_id: str | None = None
     attempts: int = 0
+    answered_by: str | None = None
+    """``human``, ``machine`` or ``unknown`` with ``--machine-detection``; else None."""
 
     @property
     def ok(self) -> bool:
@@ -191,12 +200,15 @@ class CallOutcome:
             "number": self.number, "outcome": self.outcome,
             "duration": round(self.duration, 3), "data": self.data, "error": self.error,
             "call_id": self.call_id, "attempts": self.attempts,
+            **({"answered_by": self.answered_by} if self.answered_by else {}),
         }, ensure_ascii=False, default=str)
 
     def describe(self) -> str:
         words = self.outcome.replace("_", " ")
         if self.outcome == "answered":
             words += f", {self.duration:.1f}s"
+            if self.answered_by:
+                words += f", by a {'person' if self.answered_by == 'human' else self.answered_by}"
         if self.error:
             words += f"; error: {self.error}"
         return words
@@ -241,8 +253,10 @@ def watching_flow_errors() -> Iterator[_FlowErrors]:
 class Dialer:
     """Places calls with one flow and caller id, and tells what each came to."""
 
-    def __init__(self, app: App, spec: FlowSpec, caller: str, errors: _FlowErrors) -> None:
+    def __init__(self, app: App, spec: FlowSpec, caller: str, errors: _FlowErrors,
+                 machine_detection: MachineDetection | None = None) -> None:
         self.app, self.spec, self.caller, self.errors = app, spec, caller, errors
+        self.machine_detection = machine_detection
 
     async def attempt(self, outcome: CallOutcome, data: dict[str, Any],
                       on_answered: Callable[[], None] = lambda: None) -> None:
@@ -253,7 +267,8 @@ class Dialer:
         outcome.data = data
         try:
             result = await self.app.call(outcome.number, flow=self.spec.name,
-                                         caller_id=self.caller, data=data)
+                                         caller_id=self.caller, data=data,
+                                         machine_detection=self.machine_detection)
         except PlatformError as exc:
             outcome.outcome, outcome.error = "failed", refusal(exc)
             if exc.status is None or exc.status == 401:
@@ -266,6 +281,7 @@ class Dialer:
                 outcome.error = result.reason  # the platform's words, when it gave some
             return
         outcome.outcome = "answered"
+        outcome.answered_by = result.answered_by
         on_answered()
         answered = anyio.current_time()
         await self.app.wait_ended(result.call_id)
@@ -423,7 +439,7 @@ def _run_one(app: App, spec: FlowSpec, caller: str, listener: Any, to: str,
         await prepare(app, url, caller, args, out)
         tell(out, f"calling {to} from {caller} with flow {spec.name}")
         with watching_flow_errors() as errors:
-            dialer = Dialer(app, spec, caller, errors)
+            dialer = Dialer(app, spec, caller, errors, args.machine_detection)
             try:
                 await dialer.attempt(outcome, data, lambda: tell(
                     out, f"answered: call {outcome.call_id}; flow {spec.name} is running"))

@@ -60,7 +60,9 @@ def phone_option(text: str) -> tuple[str, str | dict[str, Any]]:
         key = key.strip().replace("-", "_")
         if not sep:
             raise ConfigurationError(f"--phone {text!r}: {setting!r} is not KEY=VALUE")
-        if key in ("after", "hang_up_after"):
+        if key == "beep":  # an answering machine's (machine,greeting=8,beep=no)
+            phone[key] = value.strip().lower() in ("1", "true", "yes", "on")
+        elif key in ("after", "hang_up_after", "greeting", "record"):
             try:
                 phone[key] = float(value)
             except ValueError:

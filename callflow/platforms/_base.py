@@ -34,6 +34,7 @@ import httpx
 from .._commands import Command
 from .._events import Event
 from .._exceptions import PlatformError
+from .._machine import MachineDetection
 
 if TYPE_CHECKING:
     from .._runner import CallControl
@@ -192,9 +193,14 @@ class Platform(Protocol):
 
     async def create_call(
         self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
-        fallback_url: str | None,
+        fallback_url: str | None, machine_detection: MachineDetection | None = None,
     ) -> str:
-        """Place an outbound call whose webhooks go to ``callback_url``; its call id."""
+        """Place an outbound call whose webhooks go to ``callback_url``; its call id.
+
+        With ``machine_detection`` the call's first ``answered`` event comes once the
+        platform knows who answered, with ``answered_by`` set (``callflow._machine``);
+        a platform without detection raises ``UnsupportedFeature``.
+        """
 
     async def configure_number(
         self, http: httpx.AsyncClient, number: str, *, callback_url: str,

@@ -28,7 +28,9 @@ import httpx
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -38,9 +40,13 @@ from .._commands import (
     Resume,
     Say,
     SendDigits,
+    StartRecording,
+    StopRecording,
+    Transfer,
 )
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
+from .._machine import MachineDetection
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 from ._limits import checked, parse_step
 
@@ -103,6 +109,11 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("gather", "input"): "getDigits collects keys only: BlueVia has no speech recognition",
     ("say", "language"): "speak has no language: BlueVia speaks its own",
     ("send_digits", None): "BlueVia has no command that sends tones",
+    ("call", "machine_detection"): "BlueVia cannot tell a person from an answering machine",
+    ("start_recording", None): "BlueVia records only while the flow waits: use record()",
+    ("recording", None): "BlueVia records only while the flow waits: use record()",
+    ("enqueue", None): "call queues are not built on BlueVia conferences yet",
+    ("take_next", None): "call queues are not built on BlueVia conferences yet",
 }
 
 _TEXT_ONLY = frozenset({str})
@@ -152,6 +163,7 @@ def _number(seconds: float) -> int | float:
 _NO_COMMANDS = Reply.json({"commands": []})
 
 
+
 class BlueVia:
     """The BlueVia Voice adapter (docs/reference/bluevia.md)."""
 
@@ -198,7 +210,15 @@ class BlueVia:
         return dataclasses.replace(event, kind=kind, name=str(failed))
 
     def check(self, command: Command) -> None:
-        """The neutral commands were modelled on BlueVia's, but for speech and tones."""
+        """The neutral commands were modelled on BlueVia's, but for speech and tones, and
+        background recordings and queues (it records only in ``record``, which the flow
+        waits for)."""
+        if isinstance(command, StartRecording | StopRecording):
+            raise UnsupportedFeature("start_recording", self.name,
+                                     hint=UNSUPPORTED[("start_recording", None)])
+        if isinstance(command, Enqueue | Dequeue):
+            verb = "enqueue" if isinstance(command, Enqueue) else "take_next"
+            raise UnsupportedFeature(verb, self.name, hint=UNSUPPORTED[(verb, None)])
         if isinstance(command, SendDigits):
             raise UnsupportedFeature("send_digits", self.name,
                                      hint=UNSUPPORTED[("send_digits", None)])
@@ -239,8 +259,11 @@ class BlueVia:
 
     async def create_call(
         self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
-        fallback_url: str | None,
+        fallback_url: str | None, machine_detection: MachineDetection | None = None,
     ) -> str:
+        if machine_detection is not None:
+            raise UnsupportedFeature("call", self.name, option="machine_detection",
+                                     hint=UNSUPPORTED[("call", "machine_detection")])
         request = self.create_call_request(to=to, caller_id=caller_id,
                                            callback_url=callback_url, fallback_url=fallback_url)
         response = await request.send(http)
@@ -330,9 +353,19 @@ class BlueVia:
             return [{"wait": {"length": _number(command.seconds)}}]
         if isinstance(command, Hangup):
             return [{"hangup": {"reason": command.reason}}]
+        if isinstance(command, Transfer):
+            # A dial the app does not wait for: the caller talks to the number, and the
+            # hang-up after it ends the call when the dialled leg ends or fails.
+            target: dict[str, Any] = {"destination": tel(command.number),
+                                      "timeout": _number(command.timeout)}
+            if command.caller_id:
+                target["callerId"] = tel(command.caller_id)
+            return [{"dial": {"number": target}}, {"hangup": {}}]
         if isinstance(command, Resume):
             return [{"redirect": {"actionUrl": url_for(command.step)}}]
-        assert not isinstance(command, SendDigits)
+        if isinstance(command, SendDigits | StartRecording | StopRecording | Enqueue | Dequeue):
+            self.check(command)
+            return []  # pragma: no cover (check raises)
         url = url_for(command.step)
         resume = {"redirect": {"actionUrl": url}}
         if isinstance(command, Gather):

@@ -62,7 +62,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -72,6 +74,9 @@ from .._commands import (
     Resume,
     Say,
     SendDigits,
+    StartRecording,
+    StopRecording,
+    Transfer,
 )
 from .._events import Event, EventKind, HangupBy
 from .._exceptions import (
@@ -81,6 +86,7 @@ from .._exceptions import (
     PlatformError,
     UnsupportedFeature,
 )
+from .._machine import MachineDetection
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 from ._limits import MAX_STEP, checked
 
@@ -121,6 +127,8 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("conference", "speak_on_enter"): "Call Control conferences have no entry announcement",
     ("conference", "speak_on_exit"): "Call Control conferences have no exit announcement",
     ("conference", "play_on_exit"): "Call Control conferences have no exit announcement",
+    ("enqueue", None): "Call Control queues (enqueue) are not supported by callflow yet",
+    ("take_next", None): "Call Control queues (enqueue) are not supported by callflow yet",
 }
 
 
@@ -142,6 +150,29 @@ _HANGUP_KINDS: Mapping[str, EventKind] = {
     "no_answer": "no_answer",  # the far end gave up ringing first
     "not_found": "unreachable",
 }
+
+
+MACHINE_DETECTION: Mapping[str, str] = {"detect": "detect", "wait_for_beep": "greeting_end"}
+"""The dial's ``answering_machine_detection`` for each neutral mode: ``greeting_end``
+always ends with ``call.machine.greeting.ended``, where ``detect_beep`` sends it only when
+it heard a beep (docs: answering-machine-detection)."""
+_AMD_EVENTS = frozenset({"call.answered", "call.machine.detection.ended",
+                         "call.machine.greeting.ended"})
+
+
+def _detected(name: str, result: Any, mode: Any) -> tuple[EventKind, str | None]:
+    """An outbound call placed with machine detection starts its flow on the event that
+    settles who answered, not on ``call.answered``: ``call.machine.detection.ended``
+    (result ``human``, ``machine`` or ``not_sure``), or for a machine with
+    ``wait_for_beep`` the ``call.machine.greeting.ended`` that follows it (docs:
+    answering-machine-detection, ``greeting_end``)."""
+    if name == "call.machine.greeting.ended":
+        return "answered", "machine"
+    if name == "call.machine.detection.ended":
+        if result == "machine":
+            return ("other", None) if mode == "wait_for_beep" else ("answered", "machine")
+        return "answered", "human" if result == "human" else "unknown"
+    return "other", None  # call.answered: detection is still running
 
 
 def _bad(code: str, message: str, status: int = 400) -> NotificationError:
@@ -281,10 +312,15 @@ class Telnyx:
             reason = payload.get("hangup_cause")
             kind = _HANGUP_KINDS.get(str(reason), "hangup")
             by = "caller" if kind == "hangup" else None
+        answered_by = None
+        if "amd" in state and name in _AMD_EVENTS:
+            kind, answered_by = _detected(name, payload.get("result"), state["amd"])
         digits = payload.get("digits", payload.get("digit"))
         speech, confidence = _transcription(payload) if name == "call.transcription" else (
             None, None)
         url = duration = None
+        if name == "call.recording.saved" and state.get("bg"):
+            kind = "recording_saved"
         if name == "call.recording.saved":
             urls = payload.get("recording_urls") or payload.get("public_recording_urls") or {}
             if isinstance(urls, dict):
@@ -302,7 +338,7 @@ class Telnyx:
             recording_url=url if isinstance(url, str) else None, duration=duration,
             reason=str(reason) if reason is not None else None, by=by,
             name=name, id=str(data.get("id") or ""), raw=data,
-            speech=speech, confidence=confidence,
+            speech=speech, confidence=confidence, answered_by=answered_by,
         )]
 
     def reply(
@@ -328,6 +364,9 @@ class Telnyx:
             raise UnsupportedFeature("say", self.name, option="voice",
                                      hint=f"{prompt.voice!r} is not a Telnyx voice: use female, "
                                           "male or Provider.Model.Voice (Polly.Joanna...)")
+        if isinstance(command, Enqueue | Dequeue):
+            verb = "enqueue" if isinstance(command, Enqueue) else "take_next"
+            raise UnsupportedFeature(verb, self.name, hint=UNSUPPORTED[(verb, None)])
         if isinstance(command, Conference):
             o = command.options
             for option in ("speak_on_enter", "speak_on_exit", "play_on_exit"):
@@ -395,11 +434,17 @@ class Telnyx:
 
     async def create_call(
         self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
-        fallback_url: str | None,
+        fallback_url: str | None, machine_detection: MachineDetection | None = None,
     ) -> str:
         # The call's webhooks go to callback_url; a failover URL is the connection's.
+        state: dict[str, str] = {}
+        if machine_detection is not None:
+            # The dial's client_state comes back on the call's own webhooks (docs: dial):
+            # it tells _parse to hold the flow's start until detection is over.
+            state = {"answering_machine_detection": MACHINE_DETECTION[machine_detection],
+                     "client_state": _encode_state({"amd": machine_detection})}
         answer = await self._send(http, self.create_call_request(
-            to=to, caller_id=caller_id, callback_url=callback_url))
+            to=to, caller_id=caller_id, callback_url=callback_url, state=state))
         call_id = _data(answer).get("call_control_id")
         if not isinstance(call_id, str) or not call_id:
             raise PlatformError("Telnyx's dial response has no call_control_id",
@@ -538,7 +583,57 @@ class Telnyx:
             return await self._record(ctl, command)
         if isinstance(command, Dial):
             return await self._dial(ctl, command)
+        if isinstance(command, Transfer):
+            await self._transfer(ctl, command)
+            return None
+        if isinstance(command, StartRecording):
+            # Runs beside whatever follows (docs: start-recording); "bg" in the state
+            # makes its call.recording.saved a recording_saved for the session (_parse).
+            body = {"format": "wav", "channels": "dual" if command.dual else "single",
+                    **self._stamp(ctl, ctl.next_seq(), s=command.id)}
+            body["client_state"] = _encode_state({**_decode_state(body["client_state"]),
+                                                  "bg": 1})
+            await ctl.post(self.action(ctl.leg, "record_start", body))
+            return None
+        if isinstance(command, Enqueue | Dequeue):  # pragma: no cover (check refuses them)
+            return None
+        if isinstance(command, StopRecording):
+            with suppress(CallflowError):  # already stopped (the call is ending): fine
+                await ctl.post(self.action(ctl.leg, "record_stop",
+                                           self._stamp(ctl, ctl.next_seq())))
+            return None
         return await self._conference(ctl, command)
+
+    async def _transfer(self, ctl: CallControl, transfer: Transfer) -> None:
+        """``transfer``: Telnyx dials the number and bridges the caller to it.  The new
+        leg's webhooks carry ``target_leg_client_state`` (ours, so they reach this call);
+        its ``call.hangup`` before the caller's ``call.bridged`` is a transfer that failed,
+        after which "the original call will remain active" (docs: transfer-call): the
+        flow has left it, so it is hung up."""
+        seq = ctl.next_seq()
+
+        def matches(event: Event) -> bool:
+            if event.leg_id == ctl.leg:
+                return event.name == "call.bridged"
+            return event.name == "call.hangup" and _tag(event).get("n") == seq
+
+        body: dict[str, Any] = {
+            "to": transfer.number,
+            "timeout_secs": min(MAX_DIAL_TIMEOUT, max(MIN_DIAL_TIMEOUT,
+                                                      math.ceil(transfer.timeout))),
+            "target_leg_client_state": _encode_state({"c": ctl.call_id, "n": seq}),
+            **self._stamp(ctl, seq),
+        }
+        if transfer.caller_id:
+            body["from"] = transfer.caller_id
+        with ctl.watch(matches) as watch:
+            await ctl.post(self.action(ctl.leg, "transfer", body))
+            event = await self._wait(watch, "call.bridged", transfer.timeout + 5)
+        if event.name == "call.hangup":
+            logger.info("%s: the transfer to %s failed (%s); hanging up", ctl.call_id,
+                        transfer.number, event.reason)
+            with suppress(CallflowError):
+                await ctl.post(self.action(ctl.leg, "hangup", self._stamp(ctl, ctl.next_seq())))
 
     async def stop(self, ctl: CallControl, command: Command) -> None:
         if isinstance(command, Say | Play):

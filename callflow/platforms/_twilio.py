@@ -43,7 +43,9 @@ import httpx
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -53,9 +55,13 @@ from .._commands import (
     Resume,
     Say,
     SendDigits,
+    StartRecording,
+    StopRecording,
+    Transfer,
 )
 from .._events import Event, EventKind
 from .._exceptions import NotificationError, PlatformError, UnsupportedFeature
+from .._machine import AnsweredBy, MachineDetection
 from ._base import ApiRequest, Mode, Reply, UrlFor, Webhook
 from ._limits import checked, parse_step
 
@@ -87,6 +93,28 @@ UNSUPPORTED: Mapping[tuple[str, str | None], str] = {
     ("conference", "speak_on_exit"): "<Conference> has no exit announcement",
     ("conference", "play_on_exit"): "<Conference> has no exit announcement",
 }
+
+
+MACHINE_DETECTION: Mapping[str, str] = {"detect": "Enable",
+                                        "wait_for_beep": "DetectMessageEnd"}
+"""``MachineDetection`` of the Calls API for each neutral mode."""
+ANSWERED_BY: Mapping[str, AnsweredBy] = {
+    # twilio.com/docs/voice/answering-machine-detection: the values of AnsweredBy.
+    "human": "human",
+    "machine_start": "machine",
+    "machine_end_beep": "machine",
+    "machine_end_silence": "machine",
+    "machine_end_other": "machine",
+    "fax": "machine",
+    "unknown": "unknown",
+}
+
+
+def _answered_by(value: str | None) -> AnsweredBy | None:
+    """``AnsweredBy`` as a neutral value (None: no detection was asked)."""
+    if not value:
+        return None
+    return ANSWERED_BY.get(value, "unknown")
 
 
 def _bad(code: str, message: str, status: int = 400) -> NotificationError:
@@ -283,6 +311,15 @@ class Twilio:
             fields.setdefault("leg_id", call_sid)
             return Event(kind=kind, name=name, **{**base, **fields})
 
+        if query.get("wait"):
+            return []  # an <Enqueue waitUrl> request: direct_reply answers it
+        if query.get("rec"):
+            # A <Start><Recording>'s recordingStatusCallback: "completed" with the file.
+            if form.get("RecordingStatus", "completed") != "completed" or step is None:
+                return []
+            return [event("recording_saved", "RecordingStatusCallback", step=step,
+                          recording_url=form.get("RecordingUrl") or None,
+                          duration=_number(form.get("RecordingDuration")) or 0.0)]
         if query.get("leg") == "answer":
             # A dialled number answered: Twilio fetches its <Number url> on the new leg.
             parent = form.get("ParentCallSid") or query.get("call", "")
@@ -297,7 +334,8 @@ class Twilio:
                           duration=_number(form.get("CallDuration")))]
         if status in ("ringing", "queued", "initiated") or "out" not in query:
             return [event("incoming", "IncomingCall")]
-        return [event("answered", "CallAnswered")]
+        return [event("answered", "CallAnswered",
+                      answered_by=_answered_by(form.get("AnsweredBy")))]
 
     @staticmethod
     def _parse_action(form: Mapping[str, str], call_sid: str, step: int, event: Any
@@ -315,6 +353,12 @@ class Twilio:
             failure = _DIAL_FAILURES.get(status, "failed")
             return [event(failure, f"DialCallStatus={status}", leg_id=leg, callee="",
                           reason=status), resumed]
+        if "QueueResult" in form:
+            # The <Enqueue> action: when the caller left the queue, or when the call an
+            # agent's <Dial><Queue> bridged them to is over (twilio.com/docs/voice/twiml/
+            # enqueue#action).
+            return [event("resumed", "Enqueue", step=step, reason=form["QueueResult"],
+                          duration=_number(form.get("QueueTime")) or 0.0)]
         if "RecordingUrl" in form:
             return [event("recording_stopped", "RecordingStopped",
                           recording_url=form["RecordingUrl"] or None,
@@ -347,10 +391,40 @@ class Twilio:
         return event
 
     def direct_reply(self, webhook: Webhook) -> Reply | None:
+        if webhook.query.get("wait"):
+            return Reply(200, self._wait_twiml(webhook), "text/xml")
         if webhook.query.get("leg") != "answer":
             return None
         whisper = _decode_whisper(webhook.query.get("whisper", ""))
         return Reply(200, self.render((), prompt=whisper), "text/xml")
+
+    def _wait_twiml(self, webhook: Webhook) -> bytes:
+        """What a queued caller hears until the waitUrl is requested again: their position
+        and the expected wait, then the music (or silence) until the next announcement;
+        ``<Leave/>`` once they have waited ``max_wait``."""
+        form = {name: values[0] for name, values in _form_params(webhook.body).items()}
+        query = webhook.query
+        response = ET.Element("Response")
+        waited = _int(form.get("QueueTime"))
+        limit = _int(query.get("max"))
+        if limit and waited >= limit:
+            ET.SubElement(response, "Leave")
+        else:
+            position = _int(form.get("QueuePosition"))
+            average = _int(form.get("AvgQueueTime"))
+            if position:
+                self._prompt(response, Say(f"You are number {position} in the queue."))
+            if average:
+                minutes = max(1, round(average / 60))
+                self._prompt(response, Say(
+                    f"The expected wait is about {minutes} minute{'s' if minutes > 1 else ''}."))
+            music = query.get("music")
+            if music:
+                self._prompt(response, Play(music))
+            else:
+                every = max(1, _int(query.get("every")) or 30)
+                ET.SubElement(response, "Pause", length=str(every))
+        return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(response)
 
     def render(self, commands: Sequence[Command], *, url_for: UrlFor | None = None,
                first: bool = False, prompt: Prompt | None = None) -> bytes:
@@ -405,8 +479,32 @@ class Twilio:
             else:
                 ET.SubElement(response, "Hangup")
             return
+        if isinstance(command, Transfer):
+            # <Dial> with no action: when it ends Twilio goes on to the next verb, the
+            # <Hangup/> (twilio.com/docs/voice/twiml/dial#action).
+            dial = ET.SubElement(response, "Dial", timeout=str(_whole(command.timeout)))
+            if command.caller_id:
+                dial.set("callerId", command.caller_id)
+            ET.SubElement(dial, "Number").text = command.number
+            ET.SubElement(response, "Hangup")
+            return
+        if isinstance(command, StopRecording):
+            stop = ET.SubElement(response, "Stop")
+            ET.SubElement(stop, "Recording", name=f"callflow-{command.id}")
+            return
         if url_for is None:
             raise TypeError(f"rendering {command!r} needs url_for")
+        if isinstance(command, StartRecording):
+            # twilio.com/docs/voice/twiml/recording: recording starts at once and the
+            # document goes on; the status callback (its URL says which recording) brings
+            # the file once it is complete.
+            start = ET.SubElement(response, "Start")
+            ET.SubElement(start, "Recording", name=f"callflow-{command.id}",
+                          channels="dual" if command.dual else "mono",
+                          recordingStatusCallback=f"{url_for(command.id)}&rec=1",
+                          recordingStatusCallbackMethod="POST",
+                          recordingStatusCallbackEvent="completed")
+            return
         action = url_for(command.step)
         if isinstance(command, Resume):
             self._redirect(response, action)
@@ -449,6 +547,21 @@ class Twilio:
             for number in command.numbers:
                 noun = ET.SubElement(dial, "Number", url=answer_url, method="POST")
                 noun.text = number
+        elif isinstance(command, Enqueue):
+            # The waitUrl is requested again each time its TwiML has run (with the
+            # caller's QueuePosition, QueueTime, AvgQueueTime): direct_reply answers it.
+            wait = f"{action}&wait=1&every={_whole(command.announce_every)}"
+            if command.music:
+                wait += f"&music={quote(command.music, safe='')}"
+            if command.max_wait:
+                wait += f"&max={_whole(command.max_wait)}"
+            node = ET.SubElement(response, "Enqueue", action=action, method="POST",
+                                 waitUrl=wait, waitUrlMethod="POST")
+            node.text = command.name
+        elif isinstance(command, Dequeue):
+            dial = ET.SubElement(response, "Dial", action=action, method="POST",
+                                 timeout=str(_whole(command.timeout)))
+            ET.SubElement(dial, "Queue").text = command.name
         elif isinstance(command, Conference):
             o = command.options
             dial = ET.SubElement(response, "Dial", action=action, method="POST")
@@ -525,22 +638,28 @@ class Twilio:
         )
 
     def create_call_request(self, *, to: str, caller_id: str, callback_url: str,
-                            fallback_url: str | None) -> ApiRequest:
+                            fallback_url: str | None,
+                            machine_detection: MachineDetection | None = None) -> ApiRequest:
         form: dict[str, str] = {
             "To": to, "From": caller_id, "Url": callback_url, "Method": "POST",
             "StatusCallback": callback_url, "StatusCallbackMethod": "POST",
             "StatusCallbackEvent": "completed",
         }
+        if machine_detection is not None:
+            # Synchronous AMD: Twilio requests Url once it knows, with AnsweredBy
+            # (after the greeting with DetectMessageEnd).
+            form["MachineDetection"] = MACHINE_DETECTION[machine_detection]
         if fallback_url:
             form.update(FallbackUrl=fallback_url, FallbackMethod="POST")
         return ApiRequest("POST", f"{self._account()}/Calls.json", form=form)
 
     async def create_call(
         self, http: httpx.AsyncClient, *, to: str, caller_id: str, callback_url: str,
-        fallback_url: str | None,
+        fallback_url: str | None, machine_detection: MachineDetection | None = None,
     ) -> str:
         request = self.create_call_request(to=to, caller_id=caller_id,
-                                           callback_url=callback_url, fallback_url=fallback_url)
+                                           callback_url=callback_url, fallback_url=fallback_url,
+                                           machine_detection=machine_detection)
         response = await request.send(http)
         if response.status_code >= 300:
             raise PlatformError(f"Twilio refused the call ({response.status_code})",
@@ -585,6 +704,14 @@ class Twilio:
                                 f"({response.status_code}): {response.text[:200]}",
                                 status=response.status_code, body=response.text)
         return f"{number} ({sid}): VoiceUrl and StatusCallback set"
+
+
+def _int(value: str | None) -> int:
+    """A whole number from a request, 0 when absent or not one (it only shapes a prompt)."""
+    try:
+        return max(0, int(float(value or 0)))
+    except (ValueError, OverflowError):  # "inf", "nan" and the like
+        return 0
 
 
 def _number(value: str | None) -> float | None:

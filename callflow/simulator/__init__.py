@@ -18,6 +18,7 @@ from ._load import LatencyStats, LoadGenerator, LoadResult
 from ._network import (
     DEFAULT_PHONE,
     HangUp,
+    Machine,
     NetworkConfig,
     NumberConfig,
     Outcome,
@@ -61,6 +62,7 @@ __all__ = (
     "NotificationOutcome",
     "NumberConfig",
     "Outcome",
+    "Machine",
     "PLATFORMS",
     "Phone",
     "Press",

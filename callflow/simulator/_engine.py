@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 
 from .._recognise import recognise
 from ._clock import Signal
-from ._network import Phone, Step, run_script
+from ._network import Machine, Phone, Step, run_script
 from ._recordings import make_wav
 from ._transcript import EntryKind, Transcript, TranscriptEntry
 from ._wire import (
@@ -360,9 +360,23 @@ class SimCall:
         self.status = "established"
         self.established_at = self.clock.now()
         self._log("answered", f"{self.main.destination} answered", self.main)
+        if phone.machine is not None:  # before Answered: detection may wait for the beep
+            self.clock.spawn(self._tg(), self._machine_greeting, phone.machine)
         commands = await self._notify("Answered", self.main, force=True)
         self._apply_first(commands)
         self.clock.spawn(self._tg(), run_script, self.clock, self.main, phone.script)
+
+    async def _machine_greeting(self, machine: Machine) -> None:
+        """An answering machine's greeting (speech, for detection and recordings), then
+        its beep; what the app says afterwards is what it records."""
+        now = self.clock.now()
+        self.main.talks.append((now, now + machine.greeting))
+        self._log("talk", f"answering machine greeting ({machine.greeting:g}s)", self.main,
+                  machine=True)
+        await self.clock.sleep(machine.greeting)
+        if machine.beep and self.main.live:
+            self._log("beep", "the answering machine beeps: recording", self.main,
+                      machine=True)
 
     def _tg(self) -> TaskGroup:
         assert self._ptg is not None

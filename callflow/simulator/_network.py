@@ -22,6 +22,7 @@ __all__ = (
     "DEFAULT_PHONE",
     "HangUp",
     "Line",
+    "Machine",
     "NetworkConfig",
     "NumberConfig",
     "Outcome",
@@ -241,6 +242,25 @@ async def run_script(clock: Clock, line: Line, steps: Iterable[Step]) -> None:
 Outcome = Literal["answer", "busy", "no-answer", "unreachable", "fail"]
 _OUTCOMES: tuple[Outcome, ...] = ("answer", "busy", "no-answer", "unreachable", "fail")
 
+DETECTION_SECONDS = 3.0
+"""How long machine detection listens before it tells a person (who said hello and went
+quiet) from a machine (still talking): Twilio's and Telnyx's analyses take a few seconds."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """An answering machine: a greeting of `greeting` seconds, a beep if `beep`, then it
+    records whatever is said for up to `record` seconds and hangs up."""
+
+    greeting: float = 5.0
+    beep: bool = True
+    record: float = 30.0
+
+    @property
+    def ready_after(self) -> float:
+        """Seconds from answering to the end of the greeting (and its beep)."""
+        return self.greeting + (0.3 if self.beep else 0.0)
+
 
 @dataclass(frozen=True)
 class Phone:
@@ -253,6 +273,8 @@ class Phone:
     outcome: Outcome = "answer"
     after: float = 1.0
     script: tuple[Step, ...] = ()
+    machine: Machine | None = None
+    """Set when an answering machine answers (`Phone.answering_machine`)."""
 
     @classmethod
     def answers(
@@ -284,6 +306,14 @@ class Phone:
         return self.outcome
 
     @classmethod
+    def answering_machine(cls, after: float = 1.0, *, greeting: float = 5.0,
+                          beep: bool = True, record: float = 30.0) -> Phone:
+        """An answering machine picks up after `after` s: a `greeting` s long greeting, a
+        beep, then it records for `record` s and hangs up (`machine` in a config)."""
+        machine = Machine(greeting, beep, record)
+        return cls("answer", after, (HangUp(machine.ready_after + record),), machine)
+
+    @classmethod
     def busy(cls, after: float = 1.0) -> Phone:
         return cls("busy", after)
 
@@ -302,10 +332,13 @@ class Phone:
     @classmethod
     def from_config(cls, data: str | Mapping[str, Any]) -> Phone:
         """From `"busy"` or a table such as `{behaviour = "answer", after = 2, press = "1#",
-        hang_up_after = 10, script = ["wait:hello", "press:1"]}`."""
+        hang_up_after = 10, script = ["wait:hello", "press:1"]}`; `"machine"` or
+        `{behaviour = "machine", greeting = 6, beep = true, record = 30}` is an answering
+        machine."""
         if isinstance(data, str):
             data = {"behaviour": data}
-        known = {"behaviour", "behavior", "after", "press", "hang_up_after", "script"}
+        known = {"behaviour", "behavior", "after", "press", "hang_up_after", "script",
+                 "greeting", "beep", "record"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown phone settings: {', '.join(sorted(unknown))}")
@@ -313,6 +346,14 @@ class Phone:
         outcome = outcome.replace("_", "-").replace("noanswer", "no-answer")
         if outcome == "failed":
             outcome = "fail"
+        if outcome in ("machine", "answering-machine", "voicemail"):
+            greeting, record = data.get("greeting", 5.0), data.get("record", 30.0)
+            after = data.get("after", 1.0)
+            if not all(isinstance(v, int | float) for v in (greeting, record, after)):
+                raise ConfigError("after, greeting and record must be numbers of seconds")
+            return cls.answering_machine(float(after), greeting=float(greeting),
+                                         beep=bool(data.get("beep", True)),
+                                         record=float(record))
         if outcome not in _OUTCOMES:
             raise ConfigError(f"unknown phone behaviour {outcome!r}; use one of {_OUTCOMES}")
         after = data.get("after", 1.0)

@@ -77,8 +77,9 @@ from ._asgi import Receive, Scope, Send
 from ._clock import Signal
 from ._errors import ApiError, ConfigError, WireError
 from ._http import read_body
-from ._network import Line, Outcome, Phone
+from ._network import DETECTION_SECONDS, Line, Outcome, Phone
 from ._reading import spoken_words
+from ._recordings import make_wav
 from ._transcript import EntryKind, TranscriptEntry
 from ._wire import (
     Command,
@@ -87,9 +88,9 @@ from ._wire import (
     GetDigits,
     Hangup,
     Play,
-    Record,
     Redirect,
     Speak,
+    Wait,
     normalize_number,
 )
 
@@ -128,6 +129,9 @@ ENDED_MEMORY = 10_000
 that, ``404``), and how many dials it remembers the ``command_id`` of."""
 
 _MEDIA = frozenset({"speak", "playback", "gather"})
+_AMD_MODES = ("premium", "detect", "detect_beep", "detect_words", "greeting_end")
+"""``answering_machine_detection`` of a dial (docs: dial); ``premium`` is taken, and
+simulated as ``detect``."""
 _HOLDABLE = frozenset({"call.speak.started", "call.playback.started", "call.bridged",
                        "conference.created", "conference.participant.joined"})
 """Progress webhooks that ``reorder`` may hold back until after the next one."""
@@ -371,6 +375,8 @@ class _Action:
     """A bridge leg that stays up (parked) when the other leg leaves."""
     done: bool = False
     """Its ending webhook is out; the marker only moves the leg on."""
+    stopped: bool = False
+    """A recording asked to stop (``record_stop``)."""
 
     @property
     def marker(self) -> Redirect:
@@ -454,6 +460,10 @@ class _Group:
     parked_since: float = 0.0
     """Simulated time the group last became parked (or heard from the app)."""
     was_parked: bool = False
+    told_at: float = 0.0
+    """Real time of the last webhook delivered about the group."""
+    heard_at: float = 0.0
+    """Real time of the app's last request about the group."""
 
     @property
     def root(self) -> _Leg:
@@ -468,6 +478,12 @@ class _Group:
         """True while every live leg waits for the app (and one is live)."""
         live = [leg for leg in self.legs if not leg.ended]
         return bool(live) and all(leg.parked for leg in live)
+
+    @property
+    def idle(self) -> bool:
+        """True while no live leg runs an action (recordings may run)."""
+        live = [leg for leg in self.legs if not leg.ended]
+        return bool(live) and all(leg.idle for leg in live)
 
 
 @dataclass(eq=False)
@@ -492,6 +508,8 @@ class _Leg:
     recording: _Action | None = None
     transfer_of: _Leg | None = None
     """The call a ``transfer`` leg is for."""
+    amd: str | None = None
+    """The dial's ``answering_machine_detection`` (``detect``, ``greeting_end``...)."""
     answered_at: float | None = None
     ended_at: float | None = None
     turn_at: float = 0.0
@@ -502,7 +520,7 @@ class _Leg:
     @property
     def owed(self) -> bool:
         """The app was told something about this parked leg and has not answered since."""
-        return self.parked and self.turn_at > self.heard_at
+        return self.idle and self.turn_at > self.heard_at
 
     @property
     def number_from(self) -> str:
@@ -518,6 +536,13 @@ class _Leg:
 
     @property
     def parked(self) -> bool:
+        # A recording runs on by itself: a leg with one is not waiting on the app (time
+        # runs, and it is not hung up as idle) unless the app owes it an answer (owed).
+        return self.idle and self.recording is None
+
+    @property
+    def idle(self) -> bool:
+        """No action runs on the leg (a recording may)."""
         return not self.ended and not self.ringing and self.current is None
 
 
@@ -528,7 +553,7 @@ class _RingLimit(Phone):
     # behaviour (including a LivePhone's) is kept by delegating ``ring`` to the original.
 
     def __init__(self, inner: Phone, limit: float) -> None:
-        super().__init__(inner.outcome, min(inner.after, limit), inner.script)
+        super().__init__(inner.outcome, min(inner.after, limit), inner.script, inner.machine)
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_limit", limit)
         object.__setattr__(self, "timed_out", False)
@@ -697,6 +722,7 @@ class TelnyxFrontEnd:
                 call.callback_url if call.direction == "outbound" else None),
             client_state=(info or {}).get("client_state"),
             transfer_of=(info or {}).get("transfer_of"),
+            amd=(info or {}).get("amd"),
         )
         group.legs.append(leg)
         self.legs[leg.ccid] = leg
@@ -909,6 +935,11 @@ class TelnyxFrontEnd:
             leg.client_state = state  # "add state to every subsequent webhook"
         self._remember(command_id)
         self._heard(leg.group, leg, self.legs.get(str(body.get("call_control_id"))))
+        if name == "record_start":
+            # It owes the app nothing soon (the recording runs on by itself), and the app
+            # usually goes on with its next command at once: hold simulated time a moment
+            # for it, so that the next command lands where the app sent it.
+            leg.group.react_until = time.monotonic() + self.reaction_hold
 
     def _repeated(self, command_id: str | None) -> bool:
         """Whether a command with this ``command_id`` came in the last 60 seconds (for any
@@ -1083,20 +1114,61 @@ class TelnyxFrontEnd:
         # will be applied ... The default value is 0 (infinite)" (api-reference:
         # start-recording): a caller who never speaks is recorded up to max_length.
         silence = _int(body, "timeout_secs", 0, minimum=0, maximum=14400)
+        if leg.recording is not None:
+            # One at a time: the simulator's own rule (record_stop names no recording).
+            raise _Problem(422, "10015", "Recording already in progress",
+                           "The call is being recorded already: record_stop it first.")
+        # A recording runs beside whatever the call does (speak, gather, bridge...): "Start
+        # recording the call. Recording will stop on call hang-up, or can be initiated via
+        # the stop recording command" (api-reference: start-recording).  So it is no
+        # engine command (which would hold the line): the front end times it itself.
         action = self._action("record", state, body)
-        action.commands = [Record(timeout=silence or NO_LIMIT,
-                                  play_beep=_bool(body, "play_beep", False),
-                                  maximum_length=max_length or NO_LIMIT,
-                                  timeout_after_speech=True), action.marker]
-        self._interrupt(leg)
-        self._start(leg, action)
+        leg.recording = action
+        self._spawn(self._record, leg, action, _bool(body, "play_beep", False),
+                    float(max_length or NO_LIMIT), float(silence or NO_LIMIT))
+        self._update(leg.group)
+
+    async def _record(self, leg: _Leg, action: _Action, beep: bool, max_length: float,
+                      silence: float) -> None:
+        """A recording from now until ``record_stop``, the hang-up, ``max_length``, or
+        ``silence`` seconds without speech once the caller has spoken."""
+        from ._engine import BEEP_SECONDS
+
+        call, clock = leg.call, self.sim.clock
+        if beep:
+            call._log("beep", "beep", call.main)
+            await clock.sleep(BEEP_SECONDS)
+        start = clock.now()
+        call._log("recording-started", "recording", call.main)
+        call._recording = True  # a script's press goes ahead, as during a record
+        call.changed.notify()
+        try:
+            while not action.stopped and not call.terminated and not leg.ended:
+                now = clock.now()
+                sounds = [end for _, end in call.main.talks if end > start]
+                deadline = start + max_length
+                if sounds:
+                    deadline = min(deadline, max(sounds) + silence)
+                if now >= deadline:
+                    break
+                await call.changed.wait(deadline - now)
+        finally:
+            call._recording = False
+            end = clock.now()
+            talks = [(max(s, start) - start, min(e, end) - start)
+                     for s, e in call.main.talks if e > start and s < end]
+            url = self.sim.store_recording(str(uuid.uuid4()), make_wav(end - start, talks))
+            # The transcript entry makes the call.recording.saved (_observe).
+            call._log("recording-stopped", f"recorded {end - start:.1f}s {url}", call.main,
+                      recordingUrl=url, duration=end - start)
+            self._update(leg.group)
 
     async def _do_record_stop(self, leg: _Leg, body: dict[str, Any],
                               state: str | None) -> None:
-        action = leg.current
-        if action is not None and action.kind == "record":
-            # Cut the Record short: the engine saves what it has, then the marker runs.
-            self._run(leg, [action.marker])
+        action = leg.recording
+        if action is not None:
+            action.stopped = True
+            leg.call.changed.notify()
 
     async def _do_send_dtmf(self, leg: _Leg, body: dict[str, Any], state: str | None) -> None:
         self._require_answered(leg)
@@ -1182,6 +1254,10 @@ class TelnyxFrontEnd:
         webhook_url = _url(body, "webhook_url")
         timeout = _int(body, "timeout_secs", 30, minimum=5, maximum=600)
         state = _client_state(body)
+        amd = _str(body, "answering_machine_detection")
+        if amd not in (None, "disabled", *_AMD_MODES):
+            raise _invalid("answering_machine_detection", "'answering_machine_detection' "
+                           f"must be one of {', '.join(_AMD_MODES)} or disabled.")
         link = _str(body, "link_to")
         parent: _Leg | None = None
         if link:
@@ -1195,7 +1271,8 @@ class TelnyxFrontEnd:
             # Ignored: no new call.  The answer is the first dial's (what a retry needs).
             return dict(self._dials.get(command_id or "", {"record_type": "call"}))
         leg = self._place(caller, to, parent=parent, timeout=timeout, webhook_url=webhook_url,
-                          client_state=state, transfer_of=None)
+                          client_state=state, transfer_of=None,
+                          amd=None if amd == "disabled" else amd)
         data: dict[str, Any] = {
             "record_type": "call", "call_control_id": leg.ccid,
             "call_leg_id": leg.call.main.leg_id, "call_session_id": leg.group.session_id,
@@ -1211,7 +1288,7 @@ class TelnyxFrontEnd:
 
     def _place(self, caller: str, to: str, *, parent: _Leg | None, timeout: float,
                webhook_url: str | None, client_state: str | None,
-               transfer_of: _Leg | None) -> _Leg:
+               transfer_of: _Leg | None, amd: str | None = None) -> _Leg:
         """Start an outbound leg (its phone decides what happens) and say it is initiated."""
         from ._engine import SimCall
 
@@ -1221,7 +1298,7 @@ class TelnyxFrontEnd:
                            "webhook_event_failover_url"),
                        all_events=True, phone=_RingLimit(self.sim.phone_for(to), timeout))
         self._creating = {"parent": parent, "webhook_url": url, "client_state": client_state,
-                          "transfer_of": transfer_of}
+                          "transfer_of": transfer_of, "amd": amd}
         token = _inline.set(None)  # the engine's task must not inherit this request's list
         try:
             self.sim._start_call(call)
@@ -1411,7 +1488,7 @@ class TelnyxFrontEnd:
             self._emit(leg, "call.playback.started",
                        {"media_url": action.body.get("audio_url"), "overlay": False},
                        state=action.state)
-        elif action.kind == "record":
+        elif action.kind == "record":  # pragma: no cover (recordings are no actions)
             leg.recording = action
         elif action.kind == "conference" and action.conference is not None:
             self._emit(leg, "conference.participant.joined",
@@ -1561,6 +1638,8 @@ class TelnyxFrontEnd:
                 b_action = self._bridge(target, leg, state=target.client_state, park=False)
                 self._begin(leg, b_action)
                 return b_action.commands
+            if leg.amd is not None:
+                return self._detect(leg)
             return await self._park(leg)
         if kind == "idle":
             if token != leg.idle_token:
@@ -1578,9 +1657,48 @@ class TelnyxFrontEnd:
             return after
         return await self._next(leg)
 
+    def _detect(self, leg: _Leg) -> list[Command]:
+        """Answering machine detection on an answered dial: the analysis listens for
+        ``DETECTION_SECONDS`` (a machine's greeting may end sooner), then
+        ``call.machine.detection.ended``; for a machine with ``detect_beep`` (only if it
+        beeps), ``detect_words`` or ``greeting_end``, ``call.machine.greeting.ended`` when
+        its greeting is over (developers.telnyx.com: answering-machine-detection)."""
+        phone = leg.call._phone or self.sim.phone_for(leg.call.main.destination)
+        machine = phone.machine
+        seconds = DETECTION_SECONDS if machine is None else min(DETECTION_SECONDS,
+                                                                 machine.greeting)
+        action = self._action("amd", None, {"machine": machine is not None})
+        action.commands = [Wait(seconds), action.marker]
+        self._begin(leg, action)
+        return list(action.commands)
+
+    def _detected(self, leg: _Leg, action: _Action) -> list[Command] | None:
+        """The detection's webhooks once its listening is over; a greeting still to wait for
+        becomes the leg's next action."""
+        phone = leg.call._phone or self.sim.phone_for(leg.call.main.destination)
+        machine = phone.machine
+        if action.kind == "amd-greeting":
+            self._emit(leg, "call.machine.greeting.ended",
+                       {"result": "beep_detected" if machine and machine.beep else "ended"})
+            return None
+        self._emit(leg, "call.machine.detection.ended",
+                   {"result": "human" if machine is None else "machine"})
+        greeting = machine is not None and (leg.amd in ("detect_words", "greeting_end") or (
+            leg.amd == "detect_beep" and machine.beep))
+        if not greeting or machine is None:
+            return None
+        left = max(0.0, machine.ready_after - (self.sim.clock.now() - (leg.answered_at or 0.0)))
+        wait = self._action("amd-greeting", None, {})
+        wait.commands = [Wait(left), wait.marker]
+        self._begin(leg, wait)
+        return list(wait.commands)
+
     def _complete(self, leg: _Leg, action: _Action) -> list[Command] | None:
         """An action ran to its marker: its ending webhooks; commands to run instead of the
         next action (a bridge leg that is not to be parked hangs up)."""
+        if action.kind in ("amd", "amd-greeting"):
+            leg.current = None
+            return self._detected(leg, action)
         if action.kind == "conference" and action.conference is not None:
             self._host_left(action.conference)  # before this leg's leaving may end it
         self._finish(leg, action, "done")
@@ -1871,8 +1989,9 @@ class TelnyxFrontEnd:
                         # A key outside a gather may mean something to the app (the end of
                         # a recording, a barge-in): its reaction time, not simulated time.
                         group.react_until = time.monotonic() + self.reaction_hold
-                elif leg.parked:
+                elif leg.idle:
                     leg.turn_at = time.monotonic()  # the app's move, about this leg
+                group.told_at = time.monotonic()
                 self._stamp(group)
             else:
                 group.stamp = -math.inf  # an app that cannot be reached holds no time
@@ -1942,6 +2061,7 @@ class TelnyxFrontEnd:
             if leg is not None:
                 leg.heard_at = now
         group.react_until = 0.0
+        group.heard_at = now
         self._stamp(group)
 
     def _hold_until(self, group: _Group) -> float | None:
@@ -1952,6 +2072,10 @@ class TelnyxFrontEnd:
         ends = [group.react_until]
         if group.parked:  # every leg waits for the app
             ends.append(group.stamp + hold)
+        elif group.idle and group.told_at > group.heard_at:
+            # Only a recording runs, and the app was told something it has not answered
+            # yet (a dialled party hung up): its turn, as if parked.
+            ends.append(group.told_at + hold)
         # A leg the app was just told about (say, the one of three dialled that answered)
         # waits for the app even while the others still ring.
         ends.extend(leg.turn_at + hold for leg in group.legs if leg.owed)

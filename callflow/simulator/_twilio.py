@@ -46,7 +46,9 @@ from ._api import _base as _base_url
 from ._asgi import Receive, Scope, Send
 from ._errors import ApiError, WireError
 from ._http import read_body
+from ._network import DETECTION_SECONDS
 from ._reading import spoken_words
+from ._recordings import make_wav
 from ._wire import (
     Command,
     ConferenceProperties,
@@ -78,6 +80,8 @@ LOOP_FOREVER = 1000
 MAX_DOCS = 16
 """TwiML documents kept per call: markers refer to the current one or its predecessor."""
 PAGE_SIZE = 50
+QUEUE_POLL = 2.0
+"""Simulated seconds between an agent's looks at an empty queue."""
 
 # Amazon Polly's male voices (Polly.<Name>, any engine suffix): the rest speak as "female".
 _MALE_VOICES = frozenset({
@@ -216,6 +220,30 @@ class _Answer:
     ok: bool
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A caller in a queue (``<Enqueue>``)."""
+
+    name: str
+    call: SimCall
+    joined: float
+    doc_id: int
+    index: int
+    bridged_at: float | None = None
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class _Background:
+    """A ``<Start><Recording>`` running on a call."""
+
+    start: float
+    channels: Literal["mono", "dual"]
+    callback: str | None
+    method: Literal["GET", "POST"]
+    completed: bool  # "completed" is among its recordingStatusCallbackEvent
+
+
 @dataclass
 class _CallState:
     """What the front end knows about one call beyond the engine."""
@@ -227,8 +255,13 @@ class _CallState:
     status_callback_method: Literal["GET", "POST"] = "POST"
     events: frozenset[str] = frozenset({"completed"})
     answer_twiml: str | None = None  # Calls.json Twiml=: no Url to fetch when answered
+    machine_detection: str | None = None  # Calls.json MachineDetection=
     phone_number_sid: str | None = None
     docs: dict[int, _Doc] = field(default_factory=dict)
+    recordings: dict[str, _Background] = field(default_factory=dict)
+    waiting: _Waiting | None = None  # in a queue
+    dequeued: _Waiting | None = None  # the caller an agent's <Dial><Queue> took
+    dequeue_by: float | None = None  # until when an agent's <Dial><Queue> waits
     urls: dict[int, tuple[str, Literal["GET", "POST"]]] = field(default_factory=dict)
     leg_sids: dict[str, str] = field(default_factory=dict)
     seen_legs: set[str] = field(default_factory=set)
@@ -271,6 +304,8 @@ class TwilioFrontEnd:
         self._numbers: dict[str, dict[str, str]] = {}  # the Twilio-only fields of a number
         self._pending: _CallState | None = None  # the state of a call Calls.json creates
         self._ids = itertools.count(1)
+        self._queues: dict[str, list[_Waiting]] = {}
+        self._waited: dict[str, list[float]] = {}  # seconds each dequeued caller waited
 
     def app_settings(self) -> dict[str, str]:
         """The ``Settings`` fields an app needs to use this simulator as its Twilio."""
@@ -323,10 +358,11 @@ class TwilioFrontEnd:
         main = payload.get("legId") == call.main.leg_id
         if name == "Answered" and main:
             await self._status(call, state, "answered")
+            detected = await self._detect(call, state)
             if state.answer_twiml is not None:
                 return self._inline(call, state, state.answer_twiml)
             return await self._fetch(call, state, "Url", url, state.voice_method,
-                                     self._params(call, state, "in-progress"))
+                                     {**self._params(call, state, "in-progress"), **detected})
         if name == "CallbackUnavailable":
             return await self._fallback(call, state, url)
         if not main:
@@ -341,6 +377,30 @@ class TwilioFrontEnd:
         elif name == "RecordingStopped" and call.terminated:
             await self._record_after_hangup(call, state)
         return _not_sent()
+
+    async def _detect(self, call: SimCall, state: _CallState) -> dict[str, str]:
+        """Synchronous answering machine detection: Twilio holds the call's ``Url`` request
+        until it knows who answered, and adds ``AnsweredBy`` (``human``, ``machine_start``;
+        with ``DetectMessageEnd`` it waits for the end of a machine's greeting:
+        ``machine_end_beep`` or ``machine_end_silence``) and ``MachineDetectionDuration``
+        in milliseconds (twilio.com/docs/voice/answering-machine-detection)."""
+        mode = state.machine_detection
+        if mode is None:
+            return {}
+        phone = call._phone or self.sim.phone_for(call.main.destination)
+        machine = phone.machine
+        if machine is None:
+            seconds, answered_by = DETECTION_SECONDS, "human"
+        elif mode == "DetectMessageEnd":
+            seconds = machine.ready_after
+            answered_by = "machine_end_beep" if machine.beep else "machine_end_silence"
+        else:
+            seconds, answered_by = min(DETECTION_SECONDS, machine.greeting), "machine_start"
+        await call.clock.sleep(seconds)
+        call._log("answered", f"machine detection: {answered_by}", call.main,
+                  answered_by=answered_by)
+        return {"AnsweredBy": answered_by,
+                "MachineDetectionDuration": str(round(seconds * 1000))}
 
     async def _fetch(self, call: SimCall, state: _CallState, kind: str, url: str,
                      method: Literal["GET", "POST"], params: dict[str, str]
@@ -391,7 +451,14 @@ class TwilioFrontEnd:
         if state.ended:
             return
         state.ended = True
+        if state.waiting is not None:  # hung up in the queue
+            queue = self._queues.get(state.waiting.name, [])
+            if state.waiting in queue:
+                queue.remove(state.waiting)
+            state.waiting = None
         await self._status(call, state, "completed", status)
+        # "The recording stops when the call ends": its callback comes after the call's.
+        await self._stop_recording(call, state, None)
         await self._flush(call, state)
         state.docs.clear()
         state.urls.clear()
@@ -491,6 +558,10 @@ class TwilioFrontEnd:
                 ))
                 commands.append(marker("record"))
                 doc.after[(index, "record")] = len(commands)
+            elif tag == "Enqueue" or (tag == "Dial" and any(n.tag == "Queue" for n in verb)):
+                kind = "enqueue" if tag == "Enqueue" else "dequeue"
+                commands.append(marker(kind))
+                doc.after[(index, kind)] = len(commands)
             elif tag == "Dial":
                 dial = self._dial(call, doc, verb)
                 if dial is not None:
@@ -508,6 +579,10 @@ class TwilioFrontEnd:
             elif tag == "Redirect":
                 commands.append(marker("redirect"))
                 doc.after[(index, "redirect")] = len(commands)
+            elif tag in ("Start", "Stop") and [n.tag for n in verb] == ["Recording"]:
+                kind = tag.lower()
+                commands.append(marker(kind))
+                doc.after[(index, kind)] = len(commands)
             else:
                 doc.problems.append(f"<{tag}> is not simulated; skipped")
         commands.append(Hangup())  # a document that runs out of verbs ends the call
@@ -663,6 +738,14 @@ class TwilioFrontEnd:
             extra = self._dial_outcome(call, state, verb)
             if verb.get("action") is None:  # no action: on to the next verb
                 return _outcome(None, doc.rest(index, kind), extra["DialCallStatus"])
+        elif kind in ("enqueue", "dequeue", "enqueue-done", "dequeue-done"):
+            return await self._queue_marker(call, state, doc, index, kind)
+        elif kind in ("start", "stop"):
+            if kind == "start":
+                self._start_recording(call, state, doc, verb[0])
+            else:
+                await self._stop_recording(call, state, verb[0].get("name"))
+            return _outcome(None, doc.rest(index, kind), f"{kind} recording")
         elif kind == "redirect":
             target = _text(verb)
             if not target or (not doc.url and not _is_url(target)):
@@ -679,6 +762,163 @@ class TwilioFrontEnd:
             return _outcome(None, doc.rest(index, kind.removesuffix("-empty")), "no action")
         return await self._fetch(call, state, verb.tag, action, _method(verb.get("method")),
                                  {**self._params(call, state, "in-progress"), **extra})
+
+    # -- queues: <Enqueue>, <Dial><Queue> (twilio.com/docs/voice/twiml/enqueue, .../queue) ---
+
+    def _queue_params(self, waiting: _Waiting) -> dict[str, str]:
+        queue = self._queues.setdefault(waiting.name, [])
+        done = self._waited.get(waiting.name, [])
+        return {"QueueSid": "QU" + hashlib.md5(waiting.name.encode()).hexdigest(),
+                "QueuePosition": str(queue.index(waiting) + 1) if waiting in queue else "0",
+                "QueueTime": str(int(waiting.call.clock.now() - waiting.joined)),
+                "AvgQueueTime": str(int(sum(done) / len(done)) if done else 0),
+                "CurrentQueueSize": str(len(queue))}
+
+    async def _queue_marker(self, call: SimCall, state: _CallState, doc: _Doc, index: int,
+                            kind: str) -> NotificationOutcome:
+        verb = doc.verbs[index]
+        here = f"{MARKER}{doc.doc_id}/{index}/"
+        if kind == "enqueue":
+            waiting = state.waiting
+            if waiting is None:
+                name = _text(verb)
+                waiting = state.waiting = _Waiting(name, call, call.clock.now(), doc.doc_id,
+                                                   index)
+                self._queues.setdefault(name, []).append(waiting)
+                call._log("music", f"waits in queue {name!r}", call.main, queue=name)
+            params = {**self._params(call, state, "in-progress"),
+                      **self._queue_params(waiting)}
+            url = verb.get("waitUrl")
+            commands: list[Command] = [Wait(10.0)]  # Twilio's own hold music, in silence
+            if url:
+                target = urljoin(doc.url, url) if doc.url else url
+                answer = await self._webhook(call, state, _Request(
+                    "WaitUrl", target, _method(verb.get("waitUrlMethod")), params),
+                    blocking=True)
+                nodes = list(answer.doc) if answer is not None and answer.doc is not None else []
+                if any(node.tag == "Leave" for node in nodes):
+                    return await self._left_queue(call, state, doc, index, "leave")
+                played = self._prompts(doc, [n for n in nodes
+                                             if n.tag in ("Say", "Play", "Pause")])
+                commands = played or [Wait(1.0)]
+            return _outcome(None, [*commands, Redirect(f"{here}enqueue")], "in queue")
+        if kind == "enqueue-done":
+            return await self._left_queue(call, state, doc, index, "bridged")
+        if kind == "dequeue":
+            # "If the queue is empty, Dial will wait until the next person joins the queue
+            # or until the <Dial> timeout duration is reached" (twiml/queue).  Waiting is
+            # done in the engine (a notification in flight holds simulated time still).
+            queue_name = next(_text(n) for n in verb if n.tag == "Queue")
+            if state.dequeue_by is None:
+                state.dequeue_by = call.clock.now() + _number(verb.get("timeout"), 30.0,
+                                                              least=1.0)
+            queue = [w for w in self._queues.get(queue_name, []) if not w.call.terminated]
+            left = state.dequeue_by - call.clock.now()
+            if not queue and left > 0:
+                return _outcome(None, [Wait(min(QUEUE_POLL, left)),
+                                       Redirect(f"{here}dequeue")], "nobody in the queue")
+            state.dequeue_by = None
+            if not queue:
+                return await self._dequeued(call, state, doc, index,
+                                            {"DialCallStatus": "no-answer"})
+            waiting = queue[0]
+            self._queues[queue_name].remove(waiting)
+            room = f"queue-{uuid.uuid4().hex}"
+            waiting.bridged_at, waiting.agent = call.clock.now(), call.call_id
+            state.dequeued = waiting
+            bridge = Dial(conference=room,
+                          conference_properties=ConferenceProperties(end_on_exit=True))
+            waiting.call.set_commands([bridge, Redirect(
+                f"{MARKER}{waiting.doc_id}/{waiting.index}/enqueue-done")])
+            return _outcome(None, [bridge, Redirect(f"{here}dequeue-done")], "bridging")
+        waiting = state.dequeued
+        state.dequeued = None
+        params = {"DialCallStatus": "completed"}
+        if waiting is not None and waiting.bridged_at is not None:
+            params.update(DialCallSid=waiting.call.call_id, DialCallDuration=str(
+                int(call.clock.now() - waiting.bridged_at)))
+        return await self._dequeued(call, state, doc, index, params)
+
+    async def _dequeued(self, call: SimCall, state: _CallState, doc: _Doc, index: int,
+                        params: dict[str, str]) -> NotificationOutcome:
+        """The agent's <Dial><Queue> is over: its action, or the next verb."""
+        verb = doc.verbs[index]
+        if verb.get("action") is None:
+            return _outcome(None, doc.rest(index, "dequeue"), params["DialCallStatus"])
+        action = doc.action(verb)
+        assert action is not None
+        return await self._fetch(call, state, "Dial", action, _method(verb.get("method")),
+                                 {**self._params(call, state, "in-progress"), **params})
+
+    async def _left_queue(self, call: SimCall, state: _CallState, doc: _Doc, index: int,
+                          result: str) -> NotificationOutcome:
+        """The caller is out of the queue (``bridged`` and back, or ``leave``): the
+        <Enqueue> action with QueueResult and QueueTime, or the next verb."""
+        waiting, state.waiting = state.waiting, None
+        params = self._params(call, state, "in-progress")
+        if waiting is not None:
+            params.update(self._queue_params(waiting))
+            end = waiting.bridged_at if waiting.bridged_at is not None else call.clock.now()
+            params["QueueTime"] = str(int(end - waiting.joined))
+            self._waited.setdefault(waiting.name, []).append(end - waiting.joined)
+            if waiting in self._queues.get(waiting.name, []):
+                self._queues[waiting.name].remove(waiting)
+        params["QueueResult"] = result
+        verb = doc.verbs[index]
+        if verb.get("action") is None:
+            return _outcome(None, doc.rest(index, "enqueue"), result)
+        action = doc.action(verb)
+        assert action is not None
+        return await self._fetch(call, state, "Enqueue", action, _method(verb.get("method")),
+                                 params)
+
+    def _start_recording(self, call: SimCall, state: _CallState, doc: _Doc,
+                         noun: ET.Element) -> None:
+        """``<Start><Recording>``: record the call from now on, beside what follows
+        (twilio.com/docs/voice/twiml/recording)."""
+        callback = noun.get("recordingStatusCallback")
+        events = (noun.get("recordingStatusCallbackEvent") or "completed").split()
+        name = noun.get("name") or f"RE{uuid.uuid4().hex}"
+        if name in state.recordings:
+            call._log("error", f"TwiML: a recording named {name} is running already")
+            return
+        state.recordings[name] = _Background(
+            call.clock.now(), "dual" if noun.get("channels") == "dual" else "mono",
+            urljoin(doc.url, callback) if callback and doc.url else callback,
+            _method(noun.get("recordingStatusCallbackMethod")), "completed" in events)
+        call._log("recording-started", f"recording the call in the background ({name})",
+                  call.main, background=True)
+
+    async def _stop_recording(self, call: SimCall, state: _CallState,
+                              name: str | None) -> None:
+        """Stop the recording ``name`` (None: every one, the call is over) and send its
+        ``recordingStatusCallback`` with the file (RecordingStatus ``completed``)."""
+        names = [name] if name is not None else list(state.recordings)
+        for key in names:
+            running = state.recordings.pop(key, None)
+            if running is None:
+                continue
+            end = call.clock.now()
+            duration = end - running.start
+            talks = [(max(s, running.start) - running.start, min(e, end) - running.start)
+                     for leg in call.legs for s, e in leg.talks if e > running.start and s < end]
+            key = uuid.uuid4().hex  # the simulator serves /recordings/<hex>.wav
+            sid = "RE" + key
+            url = self.sim.store_recording(key, make_wav(duration, talks))
+            call._log("recording-stopped", f"recorded {duration:.1f}s {url}", call.main,
+                      recordingUrl=url, duration=duration, background=True)
+            if running.callback is None or not running.completed:
+                continue
+            params = {"AccountSid": self.account_sid, "CallSid": call.call_id,
+                      "RecordingSid": sid, "RecordingUrl": url,
+                      "RecordingStatus": "completed",
+                      "RecordingDuration": str(round(duration)),
+                      "RecordingChannels": "2" if running.channels == "dual" else "1",
+                      "RecordingStartTime": _rfc2822(self.sim.epoch + running.start),
+                      "RecordingSource": "StartCallRecordingTwiML"}
+            await self._webhook(call, state, _Request("RecordingStatusCallback",
+                                                      running.callback, running.method,
+                                                      params), blocking=False)
 
     def _recording(self, call: SimCall) -> dict[str, str] | None:
         """The last recording's action parameters; None when nobody spoke into it."""
@@ -914,6 +1154,10 @@ class TwilioFrontEnd:
         for name, value in (("FallbackUrl", fallback), ("StatusCallback", callback)):
             if value and not _is_url(value):
                 raise _TwilioError(400, 21205, f"{name} is not a valid URL: {value}")
+        detection = one.get("MachineDetection") or None
+        if detection not in (None, "Enable", "DetectMessageEnd"):
+            raise _TwilioError(400, 21234, f"MachineDetection must be Enable or "
+                                           f"DetectMessageEnd, not {detection}")
         events = frozenset(word for value in form.get("StatusCallbackEvent", [])
                            for word in re.split(r"[\s,]+", value) if word) or {"completed"}
         self._pending = _CallState(
@@ -921,6 +1165,7 @@ class TwilioFrontEnd:
             fallback_method=_method(one.get("FallbackMethod")), status_callback=callback,
             status_callback_method=_method(one.get("StatusCallbackMethod")),
             events=frozenset(events), answer_twiml=twiml if not url else None,
+            machine_detection=detection,
         )
         try:
             call = self.sim.create_call(caller, to, callback_url=url or None,

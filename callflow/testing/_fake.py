@@ -17,7 +17,9 @@ from .._call import _NO_SERVICES, Call, Direction
 from .._commands import (
     Command,
     Conference,
+    Dequeue,
     Dial,
+    Enqueue,
     Gather,
     Hangup,
     Pause,
@@ -27,9 +29,13 @@ from .._commands import (
     Resume,
     Say,
     SendDigits,
+    StartRecording,
+    StopRecording,
+    Transfer,
 )
 from .._events import Event, EventKind
 from .._exceptions import FlowError
+from .._machine import AnsweredBy
 from .._recognise import recognise
 from .._results import DialStatus
 from .._session import Session, _is_call_ended
@@ -104,15 +110,20 @@ class FakeCall:
         keepalive: float | None = None,
         platform: Platform | None = None,
         services: Any = _NO_SERVICES,
+        answered_by: AnsweredBy | None = None,
     ) -> None:
         """``platform`` makes verbs raise ``UnsupportedFeature`` where that platform would;
         ``keepalive`` holds the line the way Twilio needs when a slow flow has nothing
         to say (see ``Session``); ``services`` is what the flow finds in
-        ``call.services`` (fakes of what the app's lifespan yields)."""
+        ``call.services`` (fakes of what the app's lifespan yields).  ``answered_by`` is
+        what machine detection found on an outbound call (``call.answered_by``):
+        ``"machine"`` is an answering machine whose beep has gone, as with
+        ``machine_detection="wait_for_beep"``."""
         check_flow(flow, getattr(flow, "__name__", "flow"))
         self.flow = flow
         self.call: Call[Any] = Call(call_id, caller=caller, callee=callee,
-                                    direction=direction, data=data, services=services)
+                                    direction=direction, data=data, services=services,
+                                    answered_by=answered_by)
         self.hang_up_at = hang_up_at
         self.apology = apology
         self.response_budget = response_budget
@@ -130,7 +141,10 @@ class FakeCall:
         self._script: deque[_Step] = deque()
         self._dial: dict[str, DialOutcome] = {}
         self._conference: dict[str, float] = {}
+        self._queue: dict[str, tuple[float, float, bool]] = {}
+        self._take: dict[str, tuple[bool, float]] = {}
         self._recordings = 0
+        self._background: dict[int, float] = {}  # background recordings: id -> start
         self._tg: TaskGroup | None = None
         self._pushed: list[Command] = []
         self._push_event = anyio.Event()
@@ -201,6 +215,21 @@ class FakeCall:
         self._dial[number] = DialOutcome(status, talk, reason)
         return self
 
+    def on_queue(self, name: str, *, wait: float = 30.0, talk: float = 60.0,
+                 left: bool = False) -> FakeCall:
+        """How the caller's wait in queue ``name`` goes: an agent takes them after ``wait``
+        seconds and talks ``talk`` seconds (default), or with ``left`` nobody does and
+        they leave the queue after ``wait`` seconds (``max_wait``)."""
+        self._queue[name] = (wait, talk, left)
+        return self
+
+    def on_take_next(self, name: str, *, waiting: bool = True, talk: float = 60.0
+                     ) -> FakeCall:
+        """Whether someone waits in queue ``name`` when the flow (an agent) takes the next
+        caller (default: yes, and they talk ``talk`` seconds)."""
+        self._take[name] = (waiting, talk)
+        return self
+
     def on_conference(self, name: str, *, stay: float) -> FakeCall:
         """How long the caller stays in conference ``name`` (default 60 s)."""
         self._conference[name] = stay
@@ -260,6 +289,9 @@ class FakeCall:
             kind: EventKind = "incoming" if c.direction == "inbound" else "answered"
             self._log("network", f"{c.caller} calls {c.callee}" if kind == "incoming"
                       else f"{c.callee} answers a call from {c.caller}")
+            if c.answered_by is not None:
+                self._log("network", "an answering machine answered; it beeps" if
+                          c.answered_by == "machine" else f"answered by: {c.answered_by}")
             first = await self._deliver(kind)
             await self._execute(deque(first or []))
             tg.cancel_scope.deadline = anyio.current_time() + self.hangup_grace
@@ -353,11 +385,27 @@ class FakeCall:
             return None
         if isinstance(command, Hangup):
             self._log("app", "hangs up")
+            for id in list(self._background):  # the end of the call stops them
+                await self._save_background(id)
             self.ended_by = "app"
             await self._deliver("hangup", by="app")
             return None
         if isinstance(command, Resume):
             return await self._deliver("resumed", step=command.step)
+        if isinstance(command, StartRecording):
+            self._log("app", f"starts recording {command.id}" + (" (dual)" if command.dual
+                                                                 else ""))
+            self._background[command.id] = self.clock
+            return None
+        if isinstance(command, StopRecording):
+            await self._save_background(command.id)
+            return None
+        if isinstance(command, Transfer):
+            outcome = self._dial.get(command.number, DialOutcome())
+            self._log("app", f"transfers the caller to {command.number}")
+            self._log("network", f"{command.number}: {outcome.status.replace('_', ' ')}")
+            self.ended_by = "app"
+            return None
         self.blocking += 1
         if self.blocking > MAX_BLOCKING:
             raise FlowError(f"the flow reached {MAX_BLOCKING} waiting verbs; is it looping?")
@@ -372,12 +420,51 @@ class FakeCall:
             return await self._record(command)
         if isinstance(command, Dial):
             return await self._dial_numbers(command)
+        if isinstance(command, Enqueue):
+            wait, talk, left = self._queue.get(command.name, (30.0, 60.0, False))
+            if command.max_wait and wait > command.max_wait:
+                wait, left = command.max_wait, True
+            self._log("app", f"puts the caller in queue {command.name!r}")
+            self.clock += wait
+            if left:
+                self._log("network", f"the caller leaves queue {command.name!r}")
+                return await self._deliver("resumed", step=command.step, reason="leave",
+                                           duration=wait)
+            self._log("network", f"an agent takes the caller; they talk {talk:g}s")
+            self.clock += talk
+            return await self._deliver("resumed", step=command.step, reason="bridged",
+                                       duration=wait)
+        if isinstance(command, Dequeue):
+            waiting, talk = self._take.get(command.name, (True, 60.0))
+            self._log("app", f"takes the next caller of queue {command.name!r}")
+            leg = f"queue-{self.blocking}"
+            if not waiting:
+                self.clock += command.timeout
+                self._log("network", f"nobody in queue {command.name!r}")
+                await self._deliver("no_answer", leg_id=leg, callee="")
+            else:
+                await self._deliver("answered", leg_id=leg, callee="")
+                self.clock += talk
+                self._log("network", f"the queued caller talks {talk:g}s and hangs up")
+                await self._deliver("hangup", leg_id=leg, callee="", by="caller")
+            return await self._deliver("resumed", step=command.step)
         if isinstance(command, Conference):
             self._log("app", f"puts the caller in conference {command.name!r}")
             self.clock += self._conference.get(command.name, 60.0)
             self._log("caller", f"leaves conference {command.name!r}")
             return await self._deliver("resumed", step=command.step)
         raise TypeError(f"FakeCall cannot run {command!r}")  # pragma: no cover
+
+    async def _save_background(self, id: int) -> None:
+        """A background recording stops: the network reports it saved."""
+        start = self._background.pop(id, None)
+        if start is None:
+            return
+        seconds = round(self.clock - start, 1)
+        self._log("app", f"stops recording {id} ({seconds:g}s)")
+        await self._deliver("recording_saved", step=id, duration=seconds,
+                            recording_url=f"https://recordings.invalid/{self.call.id}/"
+                                          f"background-{id}.wav")
 
     def _caller_hangs_up(self) -> bool:
         if self.hang_up_at is not None and self.blocking >= self.hang_up_at:
